@@ -17,9 +17,12 @@ class Progress:
         self.min_interval = min_interval
         self._last = 0.0
         self.metrics: dict[str, Any] = {}
+        self.last_fraction = 0.0
+        self.last_message = ""
 
     def update(self, fraction: float, message: str = "", force: bool = False, **metrics: Any) -> None:
         self.metrics.update(metrics)
+        self.last_fraction, self.last_message = fraction, message
         now = time.time()
         if not force and now - self._last < self.min_interval:
             return

@@ -1,0 +1,1 @@
+"""Control plane: HTTP, storage, scheduling. Never imports torch."""

@@ -1,0 +1,17 @@
+"""Wire each domain's job hooks into the job service (validation at submission, rows on success)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.jobs.service import KindHandlers
+from workers.specs import JobKind
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+
+def register_job_kinds(services: Services) -> None:
+    from app.scoring import service as scoring
+
+    services.jobs.register(JobKind.score, KindHandlers(prepare=lambda p: scoring.prepare_score(services, p)))

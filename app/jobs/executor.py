@@ -1,0 +1,142 @@
+"""Executors run a job spec's worker entry point somewhere. `local`: one OS process per job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from workers.specs import JobSpec
+
+
+@dataclass
+class ExitInfo:
+    returncode: int | None
+    reason: str
+
+
+class JobHandle(Protocol):
+    pid: int | None
+
+    def poll(self) -> ExitInfo | None:
+        """None while running; the exit once finished."""
+
+    def terminate(self, grace_s: float = 5.0) -> None: ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, spec: JobSpec, spec_path: Path) -> JobHandle: ...
+
+    def adopt(self, pid: int) -> JobHandle | None:
+        """Re-attach to a worker started before an API restart, if it is still alive."""
+
+
+def _signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+def describe_exit(rc: int | None) -> str:
+    if rc is None:
+        return "worker process ended (exit status unknown)"
+    if rc < 0:
+        return f"worker process killed by {_signal_name(rc)}"
+    return f"worker process exited with status {rc}"
+
+
+class LocalHandle:
+    def __init__(self, popen: subprocess.Popen[bytes] | None, pid: int) -> None:
+        self.popen = popen
+        self.pid: int | None = pid
+
+    def poll(self) -> ExitInfo | None:
+        if self.popen is not None:
+            rc = self.popen.poll()
+            return None if rc is None else ExitInfo(rc, describe_exit(rc))
+        assert self.pid is not None
+        if _pid_alive(self.pid):
+            return None
+        return ExitInfo(None, describe_exit(None))
+
+    def terminate(self, grace_s: float = 5.0) -> None:
+        """Terminate the job's whole process group (the worker and anything it spawned)."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if self.popen is not None:
+            try:
+                self.popen.wait(grace_s)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if self.popen is not None:
+            self.popen.wait()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().split()[2] != "Z"
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+class LocalExecutor:
+    """`python -m workers SPEC_FILE` in its own session (process group); logs to the job directory."""
+
+    name = "local"
+
+    def __init__(self, python: str | None = None) -> None:
+        self.python = python or sys.executable
+
+    def start(self, spec: JobSpec, spec_path: Path) -> LocalHandle:
+        out = Path(spec.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ)
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        try:
+            popen = subprocess.Popen(
+                [self.python, "-m", "workers", str(spec_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                cwd=str(Path(__file__).resolve().parents[2]),
+            )
+        finally:
+            log.close()
+        return LocalHandle(popen, popen.pid)
+
+    def adopt(self, pid: int) -> LocalHandle | None:
+        return LocalHandle(None, pid) if _pid_alive(pid) else None
+
+
+def make_executor(name: str, python: str | None = None) -> Executor:
+    if name == "local":
+        return LocalExecutor(python)
+    raise ValueError(f"unknown executor {name!r}; available: local")

@@ -1,0 +1,319 @@
+"""Job lifecycle: submit (validate, key, cache), supervise (progress, ingest), cancel, retry, recover.
+
+queued -> running -> succeeded | failed | cancelled. A job whose result key was already produced is
+answered from the cache; results reach DuckDB only after the worker exits cleanly with a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from app.db import Database, Job, Run, utcnow
+from app.jobs.executor import Executor, JobHandle
+from app.store import IngestError, StatsStore
+from workers.specs import PARAMS_BY_KIND, JobKind, JobSpec, ResultManifest, result_key
+
+log = logging.getLogger("tension.jobs")
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobError(ValueError):
+    """A request about jobs that cannot be honoured; carries an HTTP status for the route."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class KindHandlers:
+    """Per-kind hooks: `prepare` validates params and returns the data revision for the result key;
+    `on_success` records domain rows (checkpoints, runs) after ingest."""
+
+    prepare: Callable[[Any], str] = lambda params: ""
+    on_success: Callable[[Job, ResultManifest], None] | None = None
+
+
+@dataclass
+class JobContext:
+    db: Database
+    store: StatsStore
+    executor: Executor
+    artifact_dir: Path
+    concurrency: int = 1
+    device: str = "auto"
+    heartbeat_timeout_s: float = 120.0
+    handlers: dict[JobKind, KindHandlers] = field(default_factory=dict)
+
+
+class JobService:
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self._handles: dict[str, JobHandle] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- submission -------------------------------------------------------------------------------
+    def register(self, kind: JobKind, handlers: KindHandlers) -> None:
+        self.ctx.handlers[kind] = handlers
+
+    def submit(self, kind: JobKind | str, params: dict[str, Any], *, force: bool = False) -> tuple[Job, bool]:
+        """Validate and queue a job; returns (job, cached). A finished identical job is reused."""
+        try:
+            kind = JobKind(kind)
+        except ValueError as exc:
+            raise JobError(f"unknown job kind {kind!r}; one of {[k.value for k in JobKind]}") from exc
+        try:
+            typed = PARAMS_BY_KIND[kind].model_validate(params)
+        except ValidationError as exc:
+            raise JobError(_validation_message(exc), 422) from exc
+        handlers = self.ctx.handlers.get(kind, KindHandlers())
+        data_revision = handlers.prepare(typed)
+        normal = typed.model_dump(mode="json")
+        key = result_key(kind, normal, data_revision)
+        with self.ctx.db.session() as s:
+            if not force:
+                existing = s.scalars(
+                    select(Job).where(Job.result_key == key, Job.status.in_(("succeeded", *ACTIVE)))
+                    .order_by(Job.created_at.desc())
+                ).first()
+                if existing is not None and (existing.status != "succeeded" or self.ctx.store.is_ingested(key)):
+                    return existing, True
+            job = Job(id=uuid.uuid4().hex[:16], kind=kind.value, params=normal, result_key=key,
+                      status="queued", message="queued", metrics={}, executor=self.ctx.executor.name)
+            job.output_dir = str(self.ctx.artifact_dir / "jobs" / job.id)
+            s.add(job)
+        return job, False
+
+    # -- queries ----------------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job:
+        with self.ctx.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise JobError(f"no job with id {job_id!r}", 404)
+            return job
+
+    def list(self, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
+        with self.ctx.db.session() as s:
+            q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            if status:
+                q = q.where(Job.status == status)
+            if kind:
+                q = q.where(Job.kind == kind)
+            return list(s.scalars(q))
+
+    # -- control ----------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        with self._lock:
+            job = self.get(job_id)
+            if job.status in FINISHED:
+                raise JobError(f"job {job_id} already {job.status}", 409)
+            handle = self._handles.pop(job_id, None)
+            if handle is not None:
+                handle.terminate()
+            self._finish(job_id, "cancelled", message="cancelled by user")
+            return self.get(job_id)
+
+    def retry(self, job_id: str) -> Job:
+        with self._lock:
+            job = self.get(job_id)
+            if job.status not in ("failed", "cancelled"):
+                raise JobError(f"only failed or cancelled jobs can be retried; job {job_id} is {job.status}", 409)
+            shutil.rmtree(job.output_dir, ignore_errors=True)
+            with self.ctx.db.session() as s:
+                row = s.get(Job, job_id)
+                assert row is not None
+                row.status, row.progress, row.message, row.error = "queued", 0.0, "queued for retry", None
+                row.started_at = row.finished_at = None
+                row.pid = None
+            return self.get(job_id)
+
+    # -- supervision ------------------------------------------------------------------------------
+    def start(self, interval: float = 0.3) -> None:
+        self.recover()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), name="job-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, terminate_running: bool = False) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if terminate_running:
+            with self._lock:
+                for job_id, handle in list(self._handles.items()):
+                    handle.terminate()
+                    self._finish(job_id, "failed", error="API shut down while the job ran")
+                self._handles.clear()
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:  # the supervisor must outlive any one bad job
+                log.exception("job supervisor tick failed")
+
+    def tick(self) -> None:
+        with self._lock:
+            for job_id, handle in list(self._handles.items()):
+                self._observe(job_id, handle)
+            running = len(self._handles)
+            if running >= self.ctx.concurrency:
+                return
+            with self.ctx.db.session() as s:
+                queued = list(s.scalars(select(Job).where(Job.status == "queued")
+                                        .order_by(Job.created_at).limit(self.ctx.concurrency - running)))
+            for job in queued:
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        out = Path(job.output_dir)
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = JobSpec(job_id=job.id, kind=JobKind(job.kind), params=job.params, result_key=job.result_key,
+                       output_dir=str(out), artifact_root=str(self.ctx.artifact_dir),
+                       device=self.ctx.device)  # type: ignore[arg-type]
+        spec_path = out / "spec.json"
+        spec_path.write_text(spec.model_dump_json(indent=2))
+        try:
+            handle = self.ctx.executor.start(spec, spec_path)
+        except Exception as exc:
+            self._finish(job.id, "failed", error=f"could not start worker: {exc}")
+            return
+        self._handles[job.id] = handle
+        with self.ctx.db.session() as s:
+            row = s.get(Job, job.id)
+            assert row is not None
+            row.status, row.pid, row.started_at = "running", handle.pid, utcnow()
+            row.attempts = (row.attempts or 0) + 1
+            row.message, row.heartbeat_at = "started", utcnow()
+
+    def _observe(self, job_id: str, handle: JobHandle) -> None:
+        job = self.get(job_id)
+        out = Path(job.output_dir)
+        progress = _read_json(out / "progress.json")
+        exit_info = handle.poll()
+        with self.ctx.db.session() as s:
+            row = s.get(Job, job_id)
+            assert row is not None
+            if progress:
+                row.progress = float(progress.get("fraction", row.progress))
+                row.message = str(progress.get("message", row.message))[:2000]
+                row.metrics = progress.get("metrics", row.metrics) or {}
+                if progress.get("heartbeat"):
+                    row.heartbeat_at = datetime.utcfromtimestamp(float(progress["heartbeat"]))
+            row.log_tail = _tail(out / "worker.log")
+            stale = (row.heartbeat_at is not None and exit_info is None
+                     and (utcnow() - row.heartbeat_at).total_seconds() > self.ctx.heartbeat_timeout_s)
+        if stale:
+            handle.terminate()
+            self._handles.pop(job_id, None)
+            self._finish(job_id, "failed", error=f"no heartbeat for {self.ctx.heartbeat_timeout_s:.0f} s; worker stopped")
+            return
+        if exit_info is None:
+            return
+        self._handles.pop(job_id, None)
+        self._complete(job, exit_info.returncode, exit_info.reason)
+
+    def _complete(self, job: Job, returncode: int | None, reason: str) -> None:
+        out = Path(job.output_dir)
+        manifest_raw = _read_json(out / "manifest.json")
+        if returncode not in (0, None) or manifest_raw is None:
+            err = _read_json(out / "error.json") or {}
+            detail = err.get("error") or _last_line(out / "worker.log")
+            self._finish(job.id, "failed", error=f"{reason}: {detail}" if detail else reason)
+            return
+        try:
+            manifest = ResultManifest.model_validate(manifest_raw)
+            if manifest.result_key != job.result_key:
+                raise IngestError("manifest result key does not match the job")
+            self.ctx.store.ingest(manifest, out)
+            with self.ctx.db.session() as s:
+                if s.get(Run, job.result_key) is None:
+                    s.add(Run(result_key=job.result_key, kind=job.kind, job_id=job.id, params=job.params,
+                              summary=manifest.summary))
+            handlers = self.ctx.handlers.get(JobKind(job.kind))
+            if handlers and handlers.on_success:
+                handlers.on_success(job, manifest)
+        except (IngestError, ValidationError, OSError, ValueError) as exc:
+            self._finish(job.id, "failed", error=f"results could not be stored: {exc}")
+            return
+        self._finish(job.id, "succeeded", message="done", progress=1.0)
+
+    def _finish(self, job_id: str, status: str, *, error: str | None = None, message: str | None = None,
+                progress: float | None = None) -> None:
+        with self.ctx.db.session() as s:
+            row = s.get(Job, job_id)
+            if row is None:
+                return
+            row.status, row.finished_at = status, utcnow()
+            if error is not None:
+                row.error, row.message = error[:4000], "failed"
+            if message is not None:
+                row.message = message
+            if progress is not None:
+                row.progress = progress
+            row.log_tail = _tail(Path(row.output_dir) / "worker.log")
+
+    def recover(self) -> None:
+        """At start-up: re-attach live workers, store results that finished while we were down, and mark
+        the rest failed with the reason so they can be retried."""
+        with self.ctx.db.session() as s:
+            running = list(s.scalars(select(Job).where(Job.status == "running")))
+        for job in running:
+            handle = self.ctx.executor.adopt(job.pid) if job.pid else None
+            if handle is not None:
+                self._handles[job.id] = handle
+                continue
+            if (Path(job.output_dir) / "manifest.json").exists():
+                self._complete(job, None, "worker finished while the API was down")
+            else:
+                self._finish(job.id, "failed", error="worker process died while the API was down "
+                             "(found at start-up); retry to run it again")
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "params"
+        parts.append(f"{loc}: {e['msg']}")
+    return "invalid parameters: " + "; ".join(parts)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - n))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in _tail(path).splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else ""

@@ -1,0 +1,85 @@
+"""create_app(): routers, error handlers, static files and the lifespan that owns the stores."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import plotly
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from app.jobs.service import JobError
+from app.services import Services
+from app.settings import Settings, get_settings
+
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+log = logging.getLogger("tension")
+
+
+def create_app(settings: Settings | None = None, *, start_supervisor: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.build(settings)
+        app.state.services = services
+        if start_supervisor:
+            services.jobs.start()
+        try:
+            yield
+        finally:
+            services.close()
+
+    app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan)
+
+    @app.exception_handler(JobError)
+    async def job_error(request: Request, exc: JobError) -> Response:
+        return _error(request, exc.status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return _error(request, 422, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(request, 500, f"internal error ({type(exc).__name__}); nothing was changed")
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz(request: Request) -> dict[str, Any]:
+        services: Services = request.app.state.services
+        return {"status": "ok", "schema": {"metadata": services.metadata_revision,
+                                           "duckdb": services.store.schema_version},
+                "executor": settings.executor, "database": services.db.engine.dialect.name}
+
+    @app.get("/static/plotly.min.js", include_in_schema=False)
+    def plotly_js() -> FileResponse:
+        return FileResponse(PLOTLY_JS, media_type="application/javascript")
+
+    app.mount("/static", StaticFiles(directory=FRONTEND / "static"), name="static")
+
+    from app.datasets.routes import router as datasets_router
+    from app.jobs.routes import router as jobs_router
+    from app.scoring.routes import router as results_router
+    from app.web.routes import router as web_router
+
+    for r in (jobs_router, datasets_router, results_router, web_router):
+        app.include_router(r)
+    return app
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    if request.headers.get("hx-request"):
+        from app.web.templating import templates
+
+        return templates.TemplateResponse(request, "partials/error.html", {"message": message},
+                                          status_code=status)
+    return JSONResponse({"detail": message}, status_code=status)
