@@ -13,5 +13,9 @@ if TYPE_CHECKING:
 
 def register_job_kinds(services: Services) -> None:
     from app.scoring import service as scoring
+    from app.training import service as training
 
     services.jobs.register(JobKind.score, KindHandlers(prepare=lambda p: scoring.prepare_score(services, p)))
+    services.jobs.register(JobKind.train, KindHandlers(
+        prepare=lambda p: training.prepare_train(services, p),
+        on_success=lambda job, m: training.record_checkpoint(services, job, m)))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workers.progress import Progress
-from workers.specs import JobKind, JobSpec, ResultManifest
+from workers.specs import JobKind, JobSpec, ResultManifest, checkpoint_dir  # noqa: F401 (re-export)
 
 Capability = Callable[[JobSpec, Progress], ResultManifest]
 
@@ -21,11 +21,6 @@ def _capabilities() -> dict[JobKind, Capability]:
     from workers import jobs
 
     return jobs.CAPABILITIES
-
-
-def checkpoint_dir(artifact_root: str | Path, checkpoint_id: str) -> Path:
-    """Where a checkpoint id lives in the artifact store; shared with the API by convention."""
-    return Path(artifact_root) / "checkpoints" / checkpoint_id
 
 
 def _heartbeat(progress: Progress, stop: threading.Event, every: float = 5.0) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -153,6 +154,11 @@ class ProgressReport(BaseModel):
     message: str = ""
     heartbeat: float = 0.0
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def checkpoint_dir(artifact_root: str | Path, checkpoint_id: str) -> Path:
+    """Where a checkpoint id lives in the artifact store: the one convention both planes share."""
+    return Path(artifact_root) / "checkpoints" / checkpoint_id
 
 
 def canonical_json(obj: Any) -> str:

@@ -11,8 +11,7 @@ import pyarrow.parquet as pq
 from workers.data.loaders import load_dataset
 from workers.data.text import pair_texts
 from workers.progress import Progress
-from workers.runner import checkpoint_dir
-from workers.specs import JobSpec, ResultManifest, ResultTable, ScoreParams
+from workers.specs import JobSpec, ResultManifest, ResultTable, ScoreParams, checkpoint_dir
 
 
 def run(spec: JobSpec, progress: Progress) -> ResultManifest:

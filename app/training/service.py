@@ -1,0 +1,42 @@
+"""Training jobs: reject bad submissions up front; record the checkpoint a finished job produced."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from app.db import Checkpoint, Job
+from app.jobs.service import JobError
+from app.validation import check_model, load_checked_dataset, resolve_dataset
+from workers.specs import ResultManifest, TrainParams, checkpoint_dir
+
+if TYPE_CHECKING:
+    from app.services import Services
+
+REGIME_OBJECTIVES = {"helpful": {"helpful"}, "harmless": {"harmless"}, "mixed": {"helpful", "harmless"}}
+
+
+def prepare_train(services: Services, params: TrainParams) -> str:
+    check_model(params.model)
+    params.dataset = resolve_dataset(services, params.dataset)
+    needed = REGIME_OBJECTIVES[params.regime]
+    missing_asked = needed - set(params.dataset.objectives)
+    if missing_asked:
+        raise JobError(f"regime {params.regime!r} needs {sorted(needed)} pairs but the dataset filter keeps only "
+                       f"{sorted(params.dataset.objectives)}", 400)
+    pairs, revision = load_checked_dataset(services, params.dataset)
+    have = {p.objective for p in pairs}
+    if not needed <= have:
+        raise JobError(f"dataset {params.dataset.source!r} (split {params.dataset.split}) has no "
+                       f"{', '.join(sorted(needed - have))} pairs; regime {params.regime!r} needs them", 400)
+    return revision
+
+
+def record_checkpoint(services: Services, job: Job, manifest: ResultManifest) -> None:
+    if not manifest.checkpoint:
+        return
+    params = TrainParams.model_validate(job.params)
+    with services.db.session() as s:
+        if s.get(Checkpoint, manifest.checkpoint) is None:
+            s.add(Checkpoint(id=manifest.checkpoint, base_model=params.model, regime=params.regime, seed=params.seed,
+                             preset=params.preset, job_id=job.id, meta=manifest.summary,
+                             path=str(checkpoint_dir(services.settings.resolved_artifact_dir, manifest.checkpoint))))
