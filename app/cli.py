@@ -140,6 +140,34 @@ def submit(kind: str, params: str = typer.Argument("{}", help="parameters as JSO
     run_job(kind, parsed, url=url, as_json=as_json, wait=wait)
 
 
+@app.command()
+def study(
+    model: str = typer.Option("minilm-l6"),
+    preset: str = typer.Option("demo"),
+    seed: list[int] = typer.Option([0], help="repeat for several seeds"),
+    train_limit: int = typer.Option(None, help="training pairs per objective (default: the preset's)"),
+    eval_limit: int = typer.Option(None, help="test pairs per objective (default: all)"),
+    capture_limit: int = typer.Option(256, help="training pairs per objective streamed for capture"),
+    max_length: int = typer.Option(128),
+    ablate: bool = typer.Option(True, help="run ablation experiments A-C"),
+    as_json: bool = JSON,
+    url: str = URL,
+) -> None:
+    """Train the three regimes, evaluate, capture and ablate: the whole study, each step a cached job."""
+    from app.study import run_study
+
+    backend = _backend(url)
+    try:
+        out = run_study(backend, lambda b, j: wait_for(b, j, quiet=False), model=model, preset=preset,
+                        seeds=seed, train_limit=train_limit, eval_limit=eval_limit, capture_limit=capture_limit,
+                        max_length=max_length, ablate=ablate, log=lambda m: typer.echo(m, err=True))
+    except (RuntimeError, JobError) as exc:
+        _fail(str(exc))
+    finally:
+        backend.close()
+    typer.echo(dumps(out) if as_json else f"study done: evaluation {out['evaluation']}")
+
+
 @jobs_app.command("list")
 def jobs_list(status: str = typer.Option(None), kind: str = typer.Option(None), limit: int = 50,
               as_json: bool = JSON, url: str = URL) -> None:

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 
 def register_job_kinds(services: Services) -> None:
+    from app.evaluation import service as evaluation
+    from app.neurons import service as neurons
     from app.scoring import service as scoring
     from app.training import service as training
 
@@ -19,3 +21,6 @@ def register_job_kinds(services: Services) -> None:
     services.jobs.register(JobKind.train, KindHandlers(
         prepare=lambda p: training.prepare_train(services, p),
         on_success=lambda job, m: training.record_checkpoint(services, job, m)))
+    services.jobs.register(JobKind.evaluate, KindHandlers(
+        prepare=lambda p: evaluation.prepare_evaluate(services, p)))
+    services.jobs.register(JobKind.capture, KindHandlers(prepare=lambda p: neurons.prepare_capture(services, p)))

@@ -53,6 +53,25 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
         log.exception("unhandled error on %s", request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); nothing was changed")
 
+    @app.middleware("http")
+    async def read_only_shares(request: Request, call_next):  # type: ignore[no-untyped-def]
+        """Requests made through a share token (or from beyond this machine) may look, never change."""
+        from app.shares import service as shares
+
+        token = request.query_params.get("share") or request.headers.get(shares.HEADER)
+        client = request.client.host if request.client else ""
+        local = client in ("127.0.0.1", "::1", "localhost", "testclient")
+        services = getattr(request.app.state, "services", None)
+        link = shares.resolve(services, token) if (token and services is not None) else None
+        request.state.read_only = link is not None or not local
+        request.state.share_token = link.token if link is not None else None
+        if not local and link is None and request.url.path not in ("/healthz",) \
+                and not request.url.path.startswith(("/s/", "/static/")):
+            return _error(request, 403, "this server is only reachable through a share link from other machines")
+        if request.state.read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
+            return _error(request, 403, "read-only share link: changes (launching jobs, uploads, edits) are refused")
+        return await call_next(request)
+
     @app.get("/healthz", tags=["meta"])
     def healthz(request: Request) -> dict[str, Any]:
         services: Services = request.app.state.services
@@ -66,12 +85,17 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
 
     app.mount("/static", StaticFiles(directory=FRONTEND / "static"), name="static")
 
+    from app.ablation.routes import router as ablation_router
     from app.datasets.routes import router as datasets_router
+    from app.evaluation.routes import router as evaluation_router
     from app.jobs.routes import router as jobs_router
+    from app.neurons.routes import router as neurons_router
     from app.scoring.routes import router as results_router
+    from app.shares.routes import router as shares_router
     from app.web.routes import router as web_router
 
-    for r in (jobs_router, datasets_router, results_router, web_router):
+    for r in (jobs_router, datasets_router, results_router, evaluation_router, neurons_router, ablation_router,
+              shares_router, web_router):
         app.include_router(r)
     return app
 

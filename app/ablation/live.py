@@ -1,0 +1,94 @@
+"""Live ablation: one long-lived worker process per checkpoint, spoken to in JSON lines over a pipe.
+
+The web process stays torch-free; the worker keeps the RM and its probe set warm and answers each
+toggle with the per-objective shift. Processes are kept in a small LRU pool and restarted if they die.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from app.jobs.service import JobError
+
+
+class LiveWorker:
+    def __init__(self, config: dict[str, Any], python: str | None = None, start_timeout: float = 300.0) -> None:
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen(
+            [python or sys.executable, "-m", "workers.live"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, bufsize=1, cwd=str(root), env=env, start_new_session=True)
+        self.lock = threading.Lock()
+        self.config = config
+        self.info = self._call(config, timeout=start_timeout)
+        if "error" in self.info:
+            self.close()
+            raise JobError(f"live ablation worker could not start: {self.info['error']}", 400)
+
+    def _call(self, payload: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with self.lock:
+            if self.proc.poll() is not None:
+                raise JobError("live ablation worker is not running", 503)
+            self.proc.stdin.write(json.dumps(payload) + "\n")
+            self.proc.stdin.flush()
+            result: list[str] = []
+            reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
+            reader.start()
+            reader.join(timeout)
+            if not result or not result[0]:
+                self.close()
+                raise JobError("live ablation worker did not answer", 503)
+            return json.loads(result[0])  # type: ignore[no-any-return]
+
+    def toggle(self, request: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        out = self._call({"op": "toggle", **request})
+        if "error" in out:
+            raise JobError(out["error"], 400)
+        out["roundtrip_ms"] = 1000 * (time.perf_counter() - started)
+        return out
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class LivePool:
+    def __init__(self, max_workers: int = 2, python: str | None = None) -> None:
+        self.max_workers = max_workers
+        self.python = python
+        self._workers: OrderedDict[str, LiveWorker] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, config: dict[str, Any]) -> LiveWorker:
+        with self._lock:
+            w = self._workers.get(key)
+            if w is not None and w.alive:
+                self._workers.move_to_end(key)
+                return w
+            while len(self._workers) >= self.max_workers:
+                _, old = self._workers.popitem(last=False)
+                old.close()
+            w = LiveWorker(config, self.python)
+            self._workers[key] = w
+            return w
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._workers.values():
+                w.close()
+            self._workers.clear()

@@ -1,0 +1,1 @@
+"""Benchmarks: one script per measured claim; each writes bench/results/<name>.json."""

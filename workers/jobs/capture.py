@@ -1,0 +1,89 @@
+"""Capture job: stream an RM's data through it (and its base model), keep per-neuron statistics only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from workers.data.loaders import load_dataset
+from workers.data.text import pair_texts
+from workers.jobs.evaluate import checkpoint_meta
+from workers.progress import Progress
+from workers.specs import CaptureParams, JobSpec, ResultManifest, ResultTable, checkpoint_dir
+
+CONTEXT_BEFORE, CONTEXT_AFTER = 24, 8
+
+
+def _token_windows(tokenizer: Any, texts: dict[str, str], examples: list[dict[str, Any]],
+                   max_length: int) -> None:
+    """Decode the tokens around each example's position, exactly as the model saw them (left-truncated)."""
+    from workers.data.text import tokenize_left
+
+    cache: dict[str, list[int]] = {}
+    for ex in examples:
+        tid = ex["text_id"]
+        if tid not in cache:
+            enc = tokenize_left(tokenizer, [texts[tid]], max_length, padding=False)
+            ids = enc["input_ids"][0]
+            cache[tid] = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        ids = cache[tid]
+        pos = int(ex["token_pos"])
+        ex["text_before"] = tokenizer.decode(ids[max(0, pos - CONTEXT_BEFORE):pos])
+        ex["token"] = tokenizer.decode(ids[pos:pos + 1]) if pos < len(ids) else ""
+        ex["text_after"] = tokenizer.decode(ids[pos + 1:pos + 1 + CONTEXT_AFTER])
+
+
+def run(spec: JobSpec, progress: Progress) -> ResultManifest:
+    from workers.models.registry import load_base_model, load_reward_model
+    from workers.neurons.capture import capture_statistics
+
+    params = CaptureParams.model_validate(spec.params)
+    meta = checkpoint_meta(spec.artifact_root, params.checkpoint)
+    base_name = params.base_model or meta["base_model"]
+    pairs = load_dataset(params.dataset)
+    groups: dict[str, list[str]] = defaultdict(list)
+    ids: dict[str, list[str]] = defaultdict(list)
+    texts: dict[str, str] = {}
+    for p in pairs:
+        for side, text in zip(("chosen", "rejected"), pair_texts(p), strict=True):
+            g = f"{p.objective}/{side}"
+            tid = f"{p.pair_id}/{side}"
+            groups[g].append(text)
+            ids[g].append(tid)
+            texts[tid] = text
+    progress.update(0.02, f"loading {meta['regime']} RM and base {base_name}", force=True)
+    rm = load_reward_model(meta["base_model"], checkpoint_dir=str(checkpoint_dir(spec.artifact_root, params.checkpoint)),
+                           device=spec.device)
+    base = load_base_model(base_name, device=spec.device) if base_name else None
+    result = capture_statistics(rm, base, dict(groups), hook_point=params.hook, max_length=params.max_length,
+                                batch_size=params.batch_size, top_k=params.top_k_examples, text_ids=dict(ids),
+                                progress=progress.sub(0.05, 0.9))
+    stats_t, examples_t = result.to_tables()
+    common = {"checkpoint": params.checkpoint, "base_model": meta["base_model"], "regime": meta["regime"],
+              "hook": params.hook}
+    stats = stats_t.to_pylist()
+    for row in stats:
+        row["objective"], row["side"] = row.pop("group").split("/")
+        row.update(common)
+    examples = examples_t.to_pylist()
+    progress.update(0.92, "decoding top examples", force=True)
+    _token_windows(rm.tokenizer, texts, examples, params.max_length)
+    for ex in examples:
+        ex["objective"], ex["side"] = ex.pop("group").split("/")
+        ex["pair_id"] = ex.pop("text_id").rsplit("/", 1)[0]
+        ex["checkpoint"] = params.checkpoint
+    out = Path(spec.output_dir)
+    pq.write_table(pa.Table.from_pylist(stats), out / "neuron_stats.parquet")
+    tables = [ResultTable(table="neuron_stats", path="neuron_stats.parquet", rows=len(stats))]
+    if examples:
+        pq.write_table(pa.Table.from_pylist(examples), out / "neuron_examples.parquet")
+        tables.append(ResultTable(table="neuron_examples", path="neuron_examples.parquet", rows=len(examples)))
+    summary = {"checkpoint": params.checkpoint, "regime": meta["regime"], "base_model": base_name,
+               "hook": params.hook, "n_pairs": len(pairs), "groups": {g: len(t) for g, t in groups.items()},
+               "n_neuron_rows": len(stats)}
+    return ResultManifest(job_id=spec.job_id, kind=spec.kind, result_key=spec.result_key, tables=tables,
+                          summary=summary)
