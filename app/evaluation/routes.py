@@ -176,7 +176,7 @@ def _acc_layout(**extra: Any) -> dict[str, Any]:
 
 def rm_accuracy_figure(rows: list[dict[str, Any]], regime: str) -> dict[str, Any]:
     """One RM's per-subset accuracy with its 95% bootstrap CI, and the two length baselines beside it."""
-    entries = sorted(rows, key=lambda r: (service._type_order(r["subset_type"]), r["subset"]))
+    entries = sorted(rows, key=lambda r: (service.type_order(r["subset_type"]), r["subset"]))
     x = _subset_axis(entries)
     acc = [r["accuracy"] for r in entries]
     data = [
@@ -262,7 +262,8 @@ def transfer_figure(cmp: dict[str, Any]) -> dict[str, Any]:
              "z": z,
              "zmin": 0, "zmax": 1, "colorscale": "Viridis", "texttemplate": "%{z:.2f}",
              "hovertemplate": "%{y}<br>%{x}: %{z:.3f}<extra></extra>"}]
-    return {"data": data, "layout": {"margin": {"t": 20, "l": 180}, "xaxis": {"automargin": True}}}
+    return {"data": data, "layout": {"margin": {"t": 20, "l": 180}, "xaxis": {"automargin": True},
+                                     "yaxis": {"autorange": "reversed"}}}
 
 
 def compare_reliability_figure(cmp: dict[str, Any]) -> dict[str, Any]:
@@ -374,6 +375,7 @@ def rm_page(request: Request, checkpoint_id: str, eval: str | None = None,
         key = runs[0].result_key if runs else None
     history = service.finite(service.training_history(services, ck.id))
     rows = service.finite(service.subset_rows(services, key, [ck.id])) if key else []
+    rows.sort(key=lambda r: (service.type_order(r["subset_type"]), r["subset"]))
     bins = service.finite(service.reliability(services, key, ck.id)) if key else []
     overall = next((r for r in rows if r["subset"] == "all"), None)
     rel_data = [_diagonal()] + [

@@ -107,7 +107,8 @@ def finite(obj: Any) -> Any:
 def final_metrics(meta: dict[str, Any] | None) -> dict[str, Any]:
     """The headline numbers a training job left in its manifest summary (flat or under 'metrics')."""
     meta = meta or {}
-    nested = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    raw = meta.get("metrics")
+    nested: dict[str, Any] = raw if isinstance(raw, dict) else {}
     out: dict[str, Any] = {}
     for k in FINAL_METRIC_KEYS:
         v = meta.get(k, nested.get(k))
@@ -205,7 +206,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def _type_order(subset_type: str | None) -> int:
+def type_order(subset_type: str | None) -> int:
     return {"helpful": 0, "harmless": 1}.get(subset_type or "", 3 if subset_type == "all" else 2)
 
 
@@ -241,7 +242,7 @@ def comparison(services: Services, base_model: str, seed: int | None = None,
     grouped: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
         grouped.setdefault((r["subset"], r["subset_type"]), {}).setdefault(r["regime"], []).append(r)
-    for (subset, stype), regs in sorted(grouped.items(), key=lambda kv: (_type_order(kv[0][1]), kv[0][0])):
+    for (subset, stype), regs in sorted(grouped.items(), key=lambda kv: (type_order(kv[0][1]), kv[0][0])):
         entry: dict[str, Any] = {"subset": subset, "subset_type": stype, "regimes": {}}
         for regime, rs in regs.items():
             mean, std = _mean_std([x["accuracy"] for x in rs])
@@ -278,7 +279,7 @@ def comparison(services: Services, base_model: str, seed: int | None = None,
     t_grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for t in t_rows:
         t_grouped.setdefault((t["subset"], t["subset_type"]), []).append(t)
-    for (subset, stype), ts in sorted(t_grouped.items(), key=lambda kv: (_type_order(kv[0][1]), kv[0][0])):
+    for (subset, stype), ts in sorted(t_grouped.items(), key=lambda kv: (type_order(kv[0][1]), kv[0][0])):
         entry = {"subset": subset, "subset_type": stype, "n_seeds": len(ts), "n_items": ts[0]["n_items"]}
         for m in ("transferability", "jaccard_helpful", "jaccard_harmless"):
             entry[m], entry[m + "_std"] = _mean_std([x[m] for x in ts])
@@ -309,7 +310,7 @@ def comparison(services: Services, base_model: str, seed: int | None = None,
             out["flips"].append({"seed": fs, "single": single, "mixed_checkpoint": mixed,
                                  "single_checkpoint": other, "n_flipped": counts["n_flipped"],
                                  "mixed_right": counts["a_only"], "single_right": counts["b_only"],
-                                 "items": items})
+                                 "rows": items})
     return finite(out)  # type: ignore[no-any-return]
 
 
