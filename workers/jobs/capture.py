@@ -58,11 +58,12 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
     progress.update(0.02, f"loading {meta['regime']} RM and base {base_name}", force=True)
     rm = load_reward_model(meta["base_model"], checkpoint_dir=str(checkpoint_dir(spec.artifact_root, params.checkpoint)),
                            device=spec.device)
-    base = load_base_model(base_name, device=spec.device) if base_name else None
+    base = load_base_model(base_name, device=spec.device, seed=meta["seed"]) if base_name else None
     result = capture_statistics(rm, base, dict(groups), hook_point=params.hook, max_length=params.max_length,
                                 batch_size=params.batch_size, top_k=params.top_k_examples, text_ids=dict(ids),
                                 progress=progress.sub(0.05, 0.9))
-    stats_t, examples_t = result.to_tables()
+    tables_by_name = result.to_tables()
+    stats_t, examples_t = tables_by_name["stats"], tables_by_name["examples"]
     common = {"checkpoint": params.checkpoint, "base_model": meta["base_model"], "regime": meta["regime"],
               "hook": params.hook}
     stats = stats_t.to_pylist()
@@ -76,6 +77,7 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         ex["objective"], ex["side"] = ex.pop("group").split("/")
         ex["pair_id"] = ex.pop("text_id").rsplit("/", 1)[0]
         ex["checkpoint"] = params.checkpoint
+        ex.pop("token_id", None)
     out = Path(spec.output_dir)
     pq.write_table(pa.Table.from_pylist(stats), out / "neuron_stats.parquet")
     tables = [ResultTable(table="neuron_stats", path="neuron_stats.parquet", rows=len(stats))]

@@ -6,7 +6,6 @@ directory appears atomically (written beside it, then renamed): a reader never s
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from workers.data.loaders import dataset_revision, load_dataset
 from workers.progress import Progress
 from workers.runner import checkpoint_dir
 from workers.specs import DatasetRef, JobSpec, ResultManifest, ResultTable, TrainParams
-from workers.training.presets import TrainSettings, resolve_settings
+from workers.training.presets import REGIME_OBJECTIVES, TrainSettings, resolve_settings
 
 HISTORY_COLUMNS = ("checkpoint", "step", "epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
 
@@ -30,8 +29,6 @@ HISTORY_COLUMNS = ("checkpoint", "step", "epoch", "train_loss", "train_acc", "ev
 def training_dataset_ref(params: TrainParams, settings: TrainSettings) -> DatasetRef:
     """The data reference actually loaded: the train split unless one was named, only the regime's
     objectives, and the preset's per-objective cap unless the request set its own limit."""
-    from workers.training.trainer import REGIME_OBJECTIVES
-
     ref = params.dataset
     update: dict[str, Any] = {}
     if "split" not in ref.model_fields_set:
@@ -64,12 +61,9 @@ def save_checkpoint_atomic(loaded: Any, final: Path, meta: dict[str, Any]) -> No
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the rename and hide the checkpoint from other users
     try:
-        save_checkpoint(loaded, tmp, meta)
-        meta_path = tmp / "meta.json"
-        merged = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        merged.update(meta)
-        meta_path.write_text(json.dumps(merged, indent=2, sort_keys=True, default=str))
+        save_checkpoint(loaded, tmp, meta)  # weights, tokenizer and meta.json
         _replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
