@@ -15,26 +15,41 @@ from workers.jobs.evaluate import checkpoint_meta
 from workers.progress import Progress
 from workers.specs import CaptureParams, JobSpec, ResultManifest, ResultTable, checkpoint_dir
 
-CONTEXT_BEFORE, CONTEXT_AFTER = 24, 8
+CONTEXT_BEFORE_CHARS, CONTEXT_AFTER_CHARS = 160, 60
 
 
-def _token_windows(tokenizer: Any, texts: dict[str, str], examples: list[dict[str, Any]],
-                   max_length: int) -> None:
-    """Decode the tokens around each example's position, exactly as the model saw them (left-truncated)."""
-    from workers.data.text import tokenize_left
+def _token_windows(loaded: Any, texts: dict[str, str], examples: list[dict[str, Any]], max_length: int) -> None:
+    """Slice the ORIGINAL text around each example's token (by the tokenizer's character offsets), so
+    the page shows what the dataset holds, not a lower-cased re-decoding of word pieces."""
+    from workers.models.scoring import effective_max_length, tokenize
 
-    cache: dict[str, list[int]] = {}
+    limit = effective_max_length(loaded, max_length)
+    cache: dict[str, tuple[list[int], list[tuple[int, int]] | None]] = {}
     for ex in examples:
         tid = ex["text_id"]
         if tid not in cache:
-            enc = tokenize_left(tokenizer, [texts[tid]], max_length, padding=False)
-            ids = enc["input_ids"][0]
-            cache[tid] = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-        ids = cache[tid]
+            ids = tokenize(loaded, [texts[tid]], max_length)[0]
+            offsets = None
+            try:
+                enc = loaded.tokenizer(texts[tid], truncation=True, max_length=limit, return_offsets_mapping=True,
+                                       return_attention_mask=False, return_token_type_ids=False)
+                if list(enc["input_ids"]) == ids:
+                    offsets = [tuple(o) for o in enc["offset_mapping"]]
+            except (NotImplementedError, ValueError, TypeError):
+                offsets = None
+            cache[tid] = (ids, offsets)
+        ids, offsets = cache[tid]
         pos = int(ex["token_pos"])
-        ex["text_before"] = tokenizer.decode(ids[max(0, pos - CONTEXT_BEFORE):pos])
-        ex["token"] = tokenizer.decode(ids[pos:pos + 1]) if pos < len(ids) else ""
-        ex["text_after"] = tokenizer.decode(ids[pos + 1:pos + 1 + CONTEXT_AFTER])
+        text = texts[tid]
+        if offsets is not None and pos < len(offsets) and offsets[pos][1] > offsets[pos][0]:
+            a, b = offsets[pos]
+            ex["text_before"] = text[max(0, a - CONTEXT_BEFORE_CHARS):a]
+            ex["token"], ex["text_after"] = text[a:b], text[b:b + CONTEXT_AFTER_CHARS]
+        else:  # special tokens ([CLS], EOS) have no characters; show their decoded form
+            tok = loaded.tokenizer
+            ex["text_before"] = tok.decode(ids[max(0, pos - 24):pos])
+            ex["token"] = tok.decode(ids[pos:pos + 1]) if pos < len(ids) else ""
+            ex["text_after"] = tok.decode(ids[pos + 1:pos + 9])
 
 
 def run(spec: JobSpec, progress: Progress) -> ResultManifest:
@@ -72,7 +87,7 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         row.update(common)
     examples = examples_t.to_pylist()
     progress.update(0.92, "decoding top examples", force=True)
-    _token_windows(rm.tokenizer, texts, examples, params.max_length)
+    _token_windows(rm, texts, examples, params.max_length)
     for ex in examples:
         ex["objective"], ex["side"] = ex.pop("group").split("/")
         ex["pair_id"] = ex.pop("text_id").rsplit("/", 1)[0]
