@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 
 def register_job_kinds(services: Services) -> None:
+    from app.ablation import service as ablation
     from app.evaluation import service as evaluation
     from app.neurons import service as neurons
     from app.scoring import service as scoring
@@ -24,3 +25,4 @@ def register_job_kinds(services: Services) -> None:
     services.jobs.register(JobKind.evaluate, KindHandlers(
         prepare=lambda p: evaluation.prepare_evaluate(services, p)))
     services.jobs.register(JobKind.capture, KindHandlers(prepare=lambda p: neurons.prepare_capture(services, p)))
+    services.jobs.register(JobKind.ablate, KindHandlers(prepare=lambda p: ablation.prepare_ablate(services, p)))

@@ -35,6 +35,9 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
         try:
             yield
         finally:
+            pool = getattr(app.state, "live_pool", None)
+            if pool is not None:
+                pool.close()
             services.close()
 
     app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan)

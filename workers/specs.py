@@ -101,10 +101,12 @@ class AblateParams(_Params):
     mode: Literal["zero", "mean", "scale"] = "zero"
     scale: float = 0.0
     dataset: DatasetRef = Field(default_factory=DatasetRef)
-    percents: list[float] = Field(default_factory=lambda: [10.0])
+    percents: list[float] | None = Field(
+        None, description="A: the dose-response grid (default 0,2,…,30,100); B: [p] (default 10); C: default 5,10,20")
     random_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     max_length: int = 128
     batch_size: int = 16
+    limit_per_objective: int | None = Field(None, ge=1, description="probe pairs per objective (None: all)")
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
