@@ -30,6 +30,7 @@ class JobKind(StrEnum):
 
 Objective = Literal["helpful", "harmless"]
 Regime = Literal["helpful", "harmless", "mixed"]
+OBJECTIVES: tuple[Objective, ...] = ("helpful", "harmless")
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -43,7 +44,7 @@ class DatasetRef(_Params):
     source: str = Field("bundled", description="'bundled', a path to a file, or 'hf:<dataset id>'")
     format: Literal["auto", "canonical", "hh-rlhf", "rm-bench", "rewardbench"] = "auto"
     split: Literal["train", "test", "all"] = "test"
-    objectives: list[Objective] = Field(default_factory=lambda: ["helpful", "harmless"])
+    objectives: list[Objective] = Field(default_factory=lambda: list(OBJECTIVES))
     subsets: list[str] | None = None
     limit: int | None = Field(None, ge=1, description="Keep at most this many pairs per objective")
     seed: int = 0

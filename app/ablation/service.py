@@ -7,6 +7,7 @@ its result key: same scores, same key, cache hit).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def write_inputs(services: Services, arrays: dict[str, np.ndarray]) -> str:
     """Store arrays as inputs/<sha>.npz in the artifact store; return the path relative to its root."""
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in sorted(arrays.items())})
+    np.savez(buf, **{k: np.asarray(v) for k, v in sorted(arrays.items())})  # type: ignore[arg-type]
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()[:24]
     rel = f"inputs/{digest}.npz"
@@ -42,10 +43,8 @@ def write_inputs(services: Services, arrays: dict[str, np.ndarray]) -> str:
 def _own_scores(services: Services, checkpoint: str, hook: str) -> dict[str, np.ndarray]:
     out = {"magnitude": neurons.scores(services, checkpoint, "A", "own", hook),
            "means": neurons.scores(services, checkpoint, "A", "all", hook)}
-    try:
+    with contextlib.suppress(JobError):  # no base model at capture: experiment A has no change curve
         out["change"] = neurons.scores(services, checkpoint, "C", "own", hook)
-    except JobError:
-        pass  # a capture without a base model: experiment A then has no change-based curve
     return {k: np.nan_to_num(v) for k, v in out.items()}
 
 
@@ -99,10 +98,8 @@ def live_config(services: Services, checkpoint: str, probe_limit: int = 64, max_
                 hook: str = "down_proj_input") -> dict[str, Any]:
     ck = check_checkpoint(services, checkpoint)
     means = None
-    try:
+    with contextlib.suppress(JobError):  # not captured: zero/scale still work, mean mode says so
         means = np.nan_to_num(neurons.scores(services, ck.id, "A", "all", hook)).tolist()
-    except JobError:
-        pass  # not captured: zero and scale still work; mean mode will say it needs a capture
     return {"artifact_root": str(services.settings.resolved_artifact_dir), "checkpoint": ck.id,
             "probe": {"source": "bundled", "split": "test", "limit": probe_limit}, "max_length": max_length,
             "means": means, "hook_point": hook, "device": services.settings.device}

@@ -223,7 +223,8 @@ class JobService:
         if stale:
             handle.terminate()
             self._handles.pop(job_id, None)
-            self._finish(job_id, "failed", error=f"no heartbeat for {self.ctx.heartbeat_timeout_s:.0f} s; worker stopped")
+            timeout = self.ctx.heartbeat_timeout_s
+            self._finish(job_id, "failed", error=f"no heartbeat for {timeout:.0f} s; worker stopped")
             return
         if exit_info is None:
             return

@@ -80,7 +80,7 @@ def evaluate_model(pairs: Sequence[PreferencePair], ms: ModelScores, subset_type
     margin_of = dict(zip(item_ids.tolist(), margins.tolist(), strict=True))
     for subset in sorted(by_subset) + [ALL]:
         idx = np.arange(len(pairs)) if subset == ALL else np.array(by_subset[subset])
-        sub_pairs = [pairs[k] for k in idx]
+        sub_pairs = [pairs[int(k)] for k in idx]
         sub_items = sorted({p.item_id for p in sub_pairs})
         c = np.array([verdict[i] for i in sub_items])
         mg = np.array([margin_of[i] for i in sub_items])
@@ -88,19 +88,19 @@ def evaluate_model(pairs: Sequence[PreferencePair], ms: ModelScores, subset_type
         sub_ids, sub_sides, _, sub_lens = _long_format(sub_pairs, ms.r_chosen[idx], ms.r_rejected[idx],
                                                        lens_c[idx], lens_r[idx])
         length = M.length_baseline_items(sub_ids, sub_sides, sub_lens)
-        p, y = M.pair_probabilities(ms.r_chosen[idx], ms.r_rejected[idx])
+        probs, labels = M.pair_probabilities(ms.r_chosen[idx], ms.r_rejected[idx])
         out.subsets.append({
             **base, "subset": subset,
             "subset_type": subset_type.get(subset, "mixed") if subset != ALL else "all",
             "n_items": len(sub_items), "accuracy": M.accuracy(c), "ci_lo": lo, "ci_hi": hi,
             "mean_margin_correct": M.margin_stats(mg, c)["mean"],
             "length_longer": length["longer"], "length_shorter": length["shorter"],
-            "ece": M.ece(p, y, n_bins), "brier": M.brier(p, y), "nll": M.nll(p, y),
+            "ece": M.ece(probs, labels, n_bins), "brier": M.brier(probs, labels), "nll": M.nll(probs, labels),
         })
     for scope in ["all", *sorted({p.objective for p in pairs})]:
         idx = np.array([k for k, p in enumerate(pairs) if scope == "all" or p.objective == scope])
-        p, y = M.pair_probabilities(ms.r_chosen[idx], ms.r_rejected[idx])
-        for b in M.reliability_diagram(p, y, n_bins):
+        probs, labels = M.pair_probabilities(ms.r_chosen[idx], ms.r_rejected[idx])
+        for b in M.reliability_diagram(probs, labels, n_bins):
             out.reliability.append({"checkpoint": ms.checkpoint, "scope": scope, **b})
     return out
 

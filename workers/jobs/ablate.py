@@ -58,8 +58,8 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
     pairs = load_dataset(ref)
     inputs = _load_inputs(spec, params)
     progress.update(0.02, f"loading {meta['regime']} RM", force=True)
-    loaded = load_reward_model(meta["base_model"], checkpoint_dir=str(checkpoint_dir(spec.artifact_root, params.checkpoint)),
-                               device=spec.device)
+    ck_dir = checkpoint_dir(spec.artifact_root, params.checkpoint)
+    loaded = load_reward_model(meta["base_model"], checkpoint_dir=str(ck_dir), device=spec.device)
     probe = Probe.from_pairs(pairs)
     progress.update(0.05, f"recording the unablated model on {len(probe.texts)} texts", force=True)
     inner = live_scorer(loaded, probe, max_length=params.max_length)
@@ -82,7 +82,7 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
     flips: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"experiment": params.experiment, "regime": meta["regime"], "n_items": probe.n_items}
     if params.experiment == "A":
-        scores = {k: inputs[k] for k in ("magnitude", "change") if k in inputs}
+        scores: dict[str, Any] = {k: inputs[k] for k in ("magnitude", "change") if k in inputs}
         raw = experiment_a(probe, scorer, scores, percents=params.percents or PERCENTS_A, seeds=seeds, **opts)
         rows = [_row(r, "A", r["selection"]) for r in raw]
     elif params.experiment == "B":

@@ -71,8 +71,8 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
             ids[g].append(tid)
             texts[tid] = text
     progress.update(0.02, f"loading {meta['regime']} RM and base {base_name}", force=True)
-    rm = load_reward_model(meta["base_model"], checkpoint_dir=str(checkpoint_dir(spec.artifact_root, params.checkpoint)),
-                           device=spec.device)
+    ck_dir = checkpoint_dir(spec.artifact_root, params.checkpoint)
+    rm = load_reward_model(meta["base_model"], checkpoint_dir=str(ck_dir), device=spec.device)
     base = load_base_model(base_name, device=spec.device, seed=meta["seed"]) if base_name else None
     result = capture_statistics(rm, base, dict(groups), hook_point=params.hook, max_length=params.max_length,
                                 batch_size=params.batch_size, top_k=params.top_k_examples, text_ids=dict(ids),

@@ -1,12 +1,11 @@
 """initial metadata schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-26 23:10:22.590093
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0001'
 down_revision = None
