@@ -29,7 +29,7 @@ def test_workers_never_import_app_or_fastapi() -> None:
 
 def test_app_reaches_workers_only_through_torch_free_modules() -> None:
     allowed = ("workers.specs", "workers.data", "workers.models.names", "workers.neurons.selection",
-               "workers.evaluation.metrics", "workers")
+               "workers.evaluation.metrics", "workers.training.presets", "workers")
     for f in (ROOT / "app").rglob("*.py"):
         for n in _imports(f):
             if n.startswith("workers"):

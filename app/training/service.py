@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from app.db import Checkpoint, Job
 from app.jobs.service import JobError
 from app.validation import check_model, load_checked_dataset, resolve_dataset
-from workers.specs import ResultManifest, TrainParams, checkpoint_dir
+from workers.specs import ResultManifest, TrainParams, canonical_json, checkpoint_dir
+from workers.training.presets import resolve_settings
 
 if TYPE_CHECKING:
     from app.services import Services
@@ -23,12 +24,17 @@ def prepare_train(services: Services, params: TrainParams) -> str:
     if missing_asked:
         raise JobError(f"regime {params.regime!r} needs {sorted(needed)} pairs but the dataset filter keeps only "
                        f"{sorted(params.dataset.objectives)}", 400)
+    try:
+        settings = resolve_settings(params)
+    except ValueError as exc:
+        raise JobError(f"training settings: {exc}", 400) from exc
     pairs, revision = load_checked_dataset(services, params.dataset)
     have = {p.objective for p in pairs}
     if not needed <= have:
         raise JobError(f"dataset {params.dataset.source!r} (split {params.dataset.split}) has no "
                        f"{', '.join(sorted(needed - have))} pairs; regime {params.regime!r} needs them", 400)
-    return revision
+    # The resolved preset values are part of what produces a checkpoint: a changed preset is a new key.
+    return f"{revision}:{canonical_json(settings.as_dict())}"
 
 
 def record_checkpoint(services: Services, job: Job, manifest: ResultManifest) -> None:

@@ -107,16 +107,9 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
     }
     save_checkpoint_atomic(loaded, final, meta)
 
-    rows = result.history
-    table = pa.table({
-        "checkpoint": pa.array([spec.result_key] * len(rows), pa.string()),
-        "step": pa.array([int(r["step"]) for r in rows], pa.int64()),
-        "epoch": pa.array([r["epoch"] for r in rows], pa.float64()),
-        "train_loss": pa.array([r["train_loss"] for r in rows], pa.float64()),
-        "train_acc": pa.array([r["train_acc"] for r in rows], pa.float64()),
-        "eval_loss": pa.array([r["eval_loss"] for r in rows], pa.float64()),
-        "eval_acc": pa.array([r["eval_acc"] for r in rows], pa.float64()),
-    })
+    rows = [{**r, "checkpoint": spec.result_key} for r in result.history]
+    types = {"checkpoint": pa.string(), "step": pa.int64()}
+    table = pa.table({c: pa.array([r[c] for r in rows], types.get(c, pa.float64())) for c in HISTORY_COLUMNS})
     out = Path(spec.output_dir) / "training_history.parquet"
     pq.write_table(table, out)
     summary = {

@@ -188,3 +188,18 @@ def test_healthz_reports_schema_versions(client: TestClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["schema"]["metadata"] == "0001" and body["schema"]["duckdb"] >= 1
+
+
+def test_training_key_follows_resolved_settings(tmp_path: Path) -> None:
+    """A checkpoint's key covers the preset's resolved values, not just the preset's name."""
+    with TestClient(create_app(make_settings(tmp_path), start_supervisor=False)) as c:
+        jobs = c.app.state.services.jobs  # type: ignore[attr-defined]
+        base = {"model": "tiny-bert", "regime": "mixed", "preset": "custom", "epochs": 1,
+                "dataset": {"source": "bundled", "split": "train", "limit": 4}}
+        a, _ = jobs.submit("train", base)
+        same, cached = jobs.submit("train", dict(base))
+        other, _ = jobs.submit("train", {**base, "epochs": 2})
+        assert cached and same.id == a.id
+        assert other.result_key != a.result_key
+        r = c.post("/api/jobs", json={"kind": "train", "params": {**base, "learning_rate": -1}})
+        assert r.status_code == 400 and "learning_rate" in r.json()["detail"]

@@ -1,0 +1,88 @@
+"""The train job end to end through the runner, and the checkpoint it leaves behind."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from workers.data.loaders import write_pairs_jsonl
+from workers.data.text import pair_texts
+from workers.models.registry import load_reward_model
+from workers.models.scoring import score_texts
+from workers.runner import checkpoint_dir, run
+from workers.specs import JobKind, JobSpec, ResultManifest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _spec(tmp_path: Path, data: Path, key: str = "ckpt-mixed-0", **params: Any) -> JobSpec:
+    base = {"model": "tiny-gpt2", "regime": "mixed", "preset": "custom", "seed": 0,
+            "dataset": {"source": str(data)}, "learning_rate": 1e-2, "epochs": 2, "max_length": 48}
+    base.update(params)
+    return JobSpec(job_id=f"job-{key}", kind=JobKind.train, params=base, result_key=key, device="cpu",
+                   output_dir=str(tmp_path / "out" / key), artifact_root=str(tmp_path / "artifacts"))
+
+
+@pytest.fixture
+def data_file(tmp_path: Path, pairs_factory: Any) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    write_pairs_jsonl(pairs_factory(32) + pairs_factory(4, seed=9, split="test"), path)
+    return path
+
+
+def test_train_job_writes_manifest_checkpoint_and_history(tmp_path: Path, data_file: Path) -> None:
+    spec = _spec(tmp_path, data_file)
+    manifest = run(spec)
+    out = Path(spec.output_dir)
+    assert ResultManifest.model_validate_json((out / "manifest.json").read_text()) == manifest
+    assert manifest.checkpoint == spec.result_key and manifest.kind == JobKind.train
+    (table,) = manifest.tables
+    history = pq.read_table(out / table.path)
+    assert table.table == "training_history" and table.rows == history.num_rows > 0
+    assert history.column_names == ["checkpoint", "step", "epoch", "train_loss", "train_acc", "eval_loss",
+                                    "eval_acc"]
+    assert set(history.column("checkpoint").to_pylist()) == {spec.result_key}
+    s = manifest.summary
+    assert (s["regime"], s["model"], s["seed"], s["preset"]) == ("mixed", "tiny-gpt2", 0, "custom")
+    assert s["n_train"] + s["n_eval"] == 64  # only the train split was loaded (the 8 test pairs stay out)
+    assert s["final_eval_loss"] < 0.5 and s["settings"]["learning_rate"] == 1e-2 and s["wall_s"] > 0
+
+    ckpt = checkpoint_dir(spec.artifact_root, spec.result_key)
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == [spec.result_key]  # no temp dirs left behind
+    meta = json.loads((ckpt / "meta.json").read_text())
+    got = (meta["base_model"], meta["regime"], meta["seed"], meta["preset"])
+    assert got == ("tiny-gpt2", "mixed", 0, "custom")
+    assert meta["settings"]["max_length"] == 48 and len(meta["data_revision"]) == 16
+    assert json.loads((out / "progress.json").read_text())["fraction"] == 1.0
+
+
+def test_checkpoint_reloads_with_the_same_rewards(tmp_path: Path, pairs_factory: Any) -> None:
+    from workers.jobs.train import save_checkpoint_atomic
+    from workers.training.presets import PRESETS
+    from workers.training.trainer import train_reward_model
+
+    loaded = load_reward_model("tiny-llama", device="cpu", seed=3)
+    pairs = pairs_factory(16)
+    settings = replace(PRESETS["custom"], epochs=1.0, max_length=48)
+    train_reward_model(loaded, pairs, settings, regime="harmless", seed=3)
+    texts = [t for p in pairs for t in pair_texts(p)]
+    before = score_texts(loaded, texts, max_length=48)
+    final = tmp_path / "artifacts" / "checkpoints" / "k"
+    save_checkpoint_atomic(loaded, final, {"regime": "harmless", "seed": 3})
+    save_checkpoint_atomic(loaded, final, {"regime": "harmless", "seed": 3})  # same key again: replaced whole
+    assert sorted(p.name for p in final.parent.iterdir()) == ["k"]
+    again = load_reward_model("ignored", checkpoint_dir=final, device="cpu")
+    assert again.name == "tiny-llama"
+    np.testing.assert_allclose(score_texts(again, texts, max_length=48), before, atol=1e-5)
+
+
+def test_train_job_rejects_bad_params_before_loading_anything(tmp_path: Path, data_file: Path) -> None:
+    with pytest.raises(ValueError, match="learning_rate"):
+        run(_spec(tmp_path, data_file, learning_rate=0.0))
+    assert not (tmp_path / "artifacts").exists()
