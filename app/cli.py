@@ -150,6 +150,9 @@ def study(
     capture_limit: int = typer.Option(256, help="training pairs per objective streamed for capture"),
     max_length: int = typer.Option(128),
     ablate: bool = typer.Option(True, help="run ablation experiments A-C"),
+    ablate_limit: int = typer.Option(64, help="test pairs per objective probed by the ablation experiments"),
+    dose_percent: list[float] = typer.Option(None, help="experiment A's grid (default 0,2,...,30,100)"),
+    random_seed: list[int] = typer.Option([0, 1, 2], help="seeds of the random control sets"),
     as_json: bool = JSON,
     url: str = URL,
 ) -> None:
@@ -160,7 +163,9 @@ def study(
     try:
         out = run_study(backend, lambda b, j: wait_for(b, j, quiet=False), model=model, preset=preset,
                         seeds=seed, train_limit=train_limit, eval_limit=eval_limit, capture_limit=capture_limit,
-                        max_length=max_length, ablate=ablate, log=lambda m: typer.echo(m, err=True))
+                        max_length=max_length, ablate=ablate, ablate_limit=ablate_limit,
+                        dose_percents=dose_percent or None, random_seeds=random_seed,
+                        log=lambda m: typer.echo(m, err=True))
     except (RuntimeError, JobError) as exc:
         _fail(str(exc))
     finally:

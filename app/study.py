@@ -17,6 +17,8 @@ REGIMES = ("helpful", "harmless", "mixed")
 def run_study(backend: Backend, wait: Callable[[Backend, dict[str, Any]], dict[str, Any]], *, model: str,
               preset: str, seeds: list[int], train_limit: int | None, eval_limit: int | None,
               capture_limit: int | None, max_length: int, ablate: bool = True,
+              ablate_limit: int | None = 64, dose_percents: list[float] | None = None,
+              random_seeds: list[int] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     def job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
         j = wait(backend, backend.submit(kind, params))
@@ -48,8 +50,11 @@ def run_study(backend: Backend, wait: Callable[[Backend, dict[str, Any]], dict[s
         for exp in ("A", "B", "C"):
             for seed in seeds:
                 for regime in (REGIMES if exp != "C" else ("mixed",)):
-                    ablations[f"{exp}/{regime}/{seed}"] = job("ablate", {
-                        "experiment": exp, "checkpoint": checkpoints[regime][seed], "max_length": max_length,
-                        "dataset": {"source": "bundled", "split": "test", "limit": eval_limit}})["result_key"]
+                    params = {"experiment": exp, "checkpoint": checkpoints[regime][seed], "max_length": max_length,
+                              "limit_per_objective": ablate_limit, "random_seeds": random_seeds or [0, 1, 2],
+                              "dataset": {"source": "bundled", "split": "test"}}
+                    if exp == "A" and dose_percents:
+                        params["percents"] = dose_percents
+                    ablations[f"{exp}/{regime}/{seed}"] = job("ablate", params)["result_key"]
         out["ablations"] = ablations
     return out
