@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
 
     app.mount("/static", StaticFiles(directory=FRONTEND / "static"), name="static")
 
+    from app.ablation.pages import router as ablation_pages_router
     from app.ablation.routes import router as ablation_router
     from app.datasets.routes import router as datasets_router
     from app.evaluation.routes import router as evaluation_router
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
     from app.web.routes import router as web_router
 
     for r in (jobs_router, datasets_router, results_router, evaluation_router, neurons_router, ablation_router,
-              shares_router, web_router):
+              shares_router, ablation_pages_router, web_router):
         app.include_router(r)
     return app
 

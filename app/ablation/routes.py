@@ -27,7 +27,7 @@ def toggle(checkpoint: str, request: Request, neurons: str | None = None, set: s
            part: str | None = None, p: float = 10.0, stat: str = "A", seed: int = 0, shared: str = "intersection",
            layer: int | None = None, mode: str = "zero", factor: float = 0.0, probe_limit: int = 64,
            path: str = "fast", services: Services = Depends(get_services)) -> dict[str, Any]:
-    chosen = service.resolve_toggle_neurons(services, checkpoint, neurons_json=neurons, set_name=set, part=part, p=p,
+    chosen = service.checked_toggle_neurons(services, checkpoint, neurons_json=neurons, set_name=set, part=part, p=p,
                                             stat=stat, seed=seed, shared=shared, layer=layer)
     return service.live_toggle(services, live_pool(request), checkpoint, chosen, mode, factor, probe_limit, path)
 

@@ -160,3 +160,96 @@ def ablation_runs(services: Services, checkpoint: str | None = None) -> list[dic
         sql += " WHERE checkpoint = ?"
         args.append(checkpoint)
     return services.store.query(sql + " GROUP BY result_key, checkpoint ORDER BY regime, experiment", args)
+
+
+# -- helpers for the ablation pages (app/ablation/pages.py) ------------------------------------------------
+TOGGLE_PARTS = ("helpful", "harmless", "mixed", "helpful_specific", "harmless_specific", "shared")
+TOGGLE_STATS = ("A", "C", "P")
+TOGGLE_SHARED = ("intersection", "per_layer")
+
+
+def toggle_shape(services: Services, checkpoint: str, hook: str = "down_proj_input") -> tuple[int, int] | None:
+    """(n_layers, n_neurons) of a captured checkpoint; None when it was never captured at `hook`."""
+    for r in neurons.captured_checkpoints(services):
+        if r["checkpoint"] == checkpoint and r["hook"] == hook:
+            return int(r["n_layers"]), int(r["n_neurons"])
+    return None
+
+
+def checked_toggle_neurons(services: Services, checkpoint: str, *, neurons_json: str | None = None,
+                           set_name: str | None = None, part: str | None = None, p: float = 10.0,
+                           stat: str = "A", seed: int = 0, shared: str = "intersection", layer: int | None = None,
+                           hook: str = "down_proj_input") -> dict[str, list[int]]:
+    """`resolve_toggle_neurons` with every argument checked first (400 for a bad value, 404 for a layer or
+    neuron outside the model), so a bad toggle never reaches the live worker."""
+    import math
+
+    ck = check_checkpoint(services, checkpoint)
+    if part and not (neurons_json or set_name):
+        if part not in TOGGLE_PARTS:
+            raise JobError(f"unknown part {part!r}; one of {', '.join(TOGGLE_PARTS)}", 400)
+        if not (math.isfinite(p) and 0 <= p <= 100):
+            raise JobError(f"p must be a percentage within [0, 100], got {p}", 400)
+        if stat not in TOGGLE_STATS:
+            raise JobError(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)", 400)
+        if shared not in TOGGLE_SHARED:
+            raise JobError(f"unknown shared mode {shared!r}; one of {', '.join(TOGGLE_SHARED)}", 400)
+    shape = toggle_shape(services, ck.id, hook)
+    if layer is not None and (layer < 0 or (shape is not None and layer >= shape[0])):
+        top = f"0-{shape[0] - 1}" if shape else "from 0"
+        raise JobError(f"layer {layer} out of range: {ck.base_model} has layers {top}", 404)
+    chosen = resolve_toggle_neurons(services, ck.id, neurons_json=neurons_json, set_name=set_name, part=part, p=p,
+                                    stat=stat, seed=seed, shared=shared, layer=layer, hook=hook)
+    for k, idx in chosen.items():
+        li = int(k)
+        if li < 0 or (shape is not None and li >= shape[0]):
+            top = f"0-{shape[0] - 1}" if shape else "from 0"
+            raise JobError(f"layer {li} out of range: {ck.base_model} has layers {top}", 404)
+        bad = [i for i in idx if i < 0 or (shape is not None and i >= shape[1])]
+        if bad:
+            top = f"0-{shape[1] - 1}" if shape else "from 0"
+            raise JobError(f"neuron {bad[0]} of layer {li} out of range: neurons are {top}", 404)
+    return chosen
+
+
+def single_params(checkpoint: str, chosen: dict[str, list[int]], mode: str = "zero", factor: float = 0.0,
+                  max_length: int = 128) -> dict[str, Any]:
+    """The exact full-test evaluation of one live toggle: experiment 'single' on the bundled test split."""
+    return {"experiment": "single", "checkpoint": checkpoint,
+            "neuron_set": {str(k): sorted(int(i) for i in v) for k, v in chosen.items() if v},
+            "mode": mode, "scale": factor, "max_length": max_length,
+            "dataset": {"source": "bundled", "split": "test"}}
+
+
+def run_record(services: Services, result_key: str) -> dict[str, Any] | None:
+    """The metadata row of a finished result (the job's normalised parameters, its job id)."""
+    from app.db import Run
+
+    with services.db.session() as s:
+        run = s.get(Run, result_key)
+        if run is None:
+            return None
+        return {"result_key": run.result_key, "kind": run.kind, "job_id": run.job_id, "params": dict(run.params or {}),
+                "summary": dict(run.summary or {}), "created_at": run.created_at}
+
+
+def recompute_command(params: dict[str, Any]) -> str:
+    """The `tension submit ablate '<params json>'` line that recomputes (or re-finds) a result."""
+    import json
+    import shlex
+
+    return "tension submit ablate " + shlex.quote(json.dumps(params, sort_keys=True, separators=(", ", ": ")))
+
+
+def checkpoint_info(services: Services, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """base model, regime and seed of each checkpoint id (those the metadata database knows)."""
+    from sqlalchemy import select
+
+    from app.db import Checkpoint
+
+    if not ids:
+        return {}
+    with services.db.session() as s:
+        rows = s.scalars(select(Checkpoint).where(Checkpoint.id.in_(ids)))
+        return {c.id: {"base_model": c.base_model, "regime": c.regime, "seed": c.seed, "preset": c.preset}
+                for c in rows}

@@ -35,8 +35,11 @@ def _hooks(loaded: Any) -> int:
     return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in loaded.model.modules())
 
 
-CASES = [(name, layers, "zero") for name in NAMES for layers in ([0], [1], [0, 1])] + \
-    [(name, [0, 1], mode) for name in ("tiny-llama", "tiny-bert") for mode in ("scale", "mean")]
+PLACES = {"early": [0], "late": [1], "both": [0, 1]}
+CASES = [pytest.param(name, layers, "zero", id=f"{name}-{where}-zero")
+         for name in NAMES for where, layers in PLACES.items()] + \
+    [pytest.param(name, [0, 1], mode, id=f"{name}-both-{mode}")
+     for name in ("tiny-llama", "tiny-bert") for mode in ("scale", "mean")]
 
 
 @pytest.mark.parametrize(("name", "layers", "mode"), CASES)
@@ -146,6 +149,10 @@ def test_lazy_prefix_and_no_fast_path_agree_with_the_cached_session(
     np.testing.assert_allclose(lazy.rewards(mask), ref.rewards(mask), atol=TOL, rtol=0)
     np.testing.assert_allclose(slow.rewards(mask), ref.rewards(mask), atol=TOL, rtol=0)
     np.testing.assert_allclose(ref.rewards(mask, path="full"), ref.rewards(mask), atol=TOL, rtol=0)
+    lazy._prefix.budget = 2**30  # now a lazily computed layer fits: it is computed once and kept
+    other = _random_set([0], seed=42)
+    np.testing.assert_allclose(lazy.rewards(other), ref.rewards(other), atol=TOL, rtol=0)
+    assert lazy.info()["prefix_cache_layers"] == [0]
 
 
 def test_fast_path_families() -> None:
@@ -160,3 +167,18 @@ def test_probe_pairs_may_be_text_tuples(tiny_models: dict[str, Any]) -> None:
     assert s.objectives == ["x"] and s.texts == ["a good answer", "a bad one"]
     with pytest.raises(ValueError, match="empty"):
         LiveAblationSession(tiny_models["tiny-bert"], {"x": []})
+
+
+def test_a_fast_path_that_disagrees_with_the_model_falls_back(
+        tiny_models: dict[str, Any], probe_pairs: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.ablation import live
+
+    real_head = live._BertOps.head
+    monkeypatch.setattr(live._BertOps, "head", lambda self, model, h: real_head(self, model, h) + 1.0)
+    s = LiveAblationSession.from_pairs(tiny_models["tiny-bert"], probe_pairs, per_objective=2,
+                                       max_length=MAX_LEN)
+    assert s.family is None and "disagreed" in str(s.info()["fallback_reason"])
+    mask = _random_set([1], seed=51)
+    reference = score_with_ablation(s.loaded, s.texts, Ablation(mask), max_length=MAX_LEN)
+    np.testing.assert_allclose(s.rewards(mask), reference, atol=TOL, rtol=0)
+    assert s.toggle(_random_set([1], seed=52))["timing"]["path"] == "full"

@@ -1,0 +1,463 @@
+"""Ablation pages and live-toggle partials on REAL data: tiny-bert RMs trained in three regimes, captured,
+then ablated by real `ablate` jobs (experiments A, B, C with small grids, and one single-set job queued from
+a toggle). Every number a page shows is checked against the stored rows (DuckDB) or the JSON API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from html import unescape
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from tests.app.neurons.pipeline import train_and_capture
+from tests.conftest import make_settings, wait_job
+
+pytestmark = pytest.mark.slow  # real training, capture and ablation jobs (a few minutes)
+
+MODEL = "tiny-bert"
+PROBE = 8  # live-toggle probe pairs per objective: small keeps the live worker fast
+SMALL = {"random_seeds": [0, 1], "max_length": 64, "dataset": {"source": "bundled", "split": "test", "limit": 8}}
+EXPERIMENTS = {"A": ("helpful", [0, 10, 50]), "B": ("harmless", [10]), "C": ("mixed", [10, 20])}
+QUEUED_SET = {"0": [3, 17], "1": [5]}
+
+
+def _job(client: TestClient, job_id: str) -> dict[str, Any]:
+    return client.get(f"/api/jobs/{job_id}").json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    settings = make_settings(tmp_path_factory.mktemp("ablation"))
+    with TestClient(create_app(settings)) as client:
+        checkpoints = train_and_capture(client)
+        jobs = {}
+        for exp, (regime, percents) in EXPERIMENTS.items():
+            params = {"experiment": exp, "checkpoint": checkpoints[regime], "percents": percents, **SMALL}
+            r = client.post("/api/jobs", json={"kind": "ablate", "params": params})
+            assert r.status_code == 202, r.text
+            jobs[exp] = r.json()["id"]
+        # The toggle's "queue the exact full-test evaluation" button, as htmx posts it.
+        queued = client.post("/ui/ablation/queue", headers={"HX-Request": "true"},
+                             data={"checkpoint": checkpoints["mixed"], "neurons": json.dumps(QUEUED_SET),
+                                   "mode": "zero", "factor": "0"})
+        assert queued.status_code == 200, queued.text
+        m = re.search(r'id="job-([0-9a-f]+)"', queued.text)
+        assert m and 'hx-get="/ui/jobs/' in queued.text, queued.text
+        jobs["single"] = m.group(1)
+        done = {}
+        for exp, job_id in jobs.items():
+            job = wait_job(lambda j: _job(client, j), job_id, timeout=600)
+            assert job["status"] == "succeeded", f"{exp}: {job.get('error')}\n{job.get('log_tail')}"
+            done[exp] = job
+        yield SimpleNamespace(client=client, checkpoints=checkpoints, jobs=done, queued_html=queued.text,
+                              store=client.app.state.services.store)  # type: ignore[attr-defined]
+
+
+# -- HTML helpers ---------------------------------------------------------------------------------------
+CELL = re.compile(r'<td class="num" data-col="([^"]+)" data-value="([^"]*)"[^>]*>(.*?)</td>', re.S)
+
+
+def _table(html: str, table_id: str) -> list[dict[str, Any]]:
+    """Rows of one table: the row's data-* attributes plus {col: (data-value, text)} of its number cells."""
+    m = re.search(rf'<table id="{table_id}">(.*?)</table>', html, re.S)
+    assert m, f"no table #{table_id}"
+    body = m.group(1).split("<tbody>", 1)[1]
+    out = []
+    for attrs, inner in re.findall(r"<tr([^>]*)>(.*?)</tr>", body, re.S):
+        row: dict[str, Any] = {k: unescape(v) for k, v in re.findall(r'data-([\w-]+)="([^"]*)"', attrs)}
+        row["cells"] = {c: (v, re.sub(r"<[^>]+>", "", t).strip()) for c, v, t in CELL.findall(inner)}
+        row["ci"] = [re.sub(r"<[^>]+>", "", t).strip() for t in
+                     re.findall(r'<td class="num" data-col="ci"[^>]*>(.*?)</td>', inner, re.S)]
+        out.append(row)
+    return out
+
+
+def _spec(html: str, spec_id: str) -> dict[str, Any]:
+    m = re.search(rf'<script type="application/json" id="{spec_id}">(.*?)</script>', html, re.S)
+    assert m, f"no figure spec #{spec_id}"
+    return json.loads(m.group(1))  # type: ignore[no-any-return]
+
+
+def _value(cell: tuple[str, str]) -> float | None:
+    return None if cell[0] == "" else float(cell[0])
+
+
+def _pp(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def _ci(r: dict[str, Any]) -> str:
+    return f"[{100 * r['ci_lo']:+.1f}, {100 * r['ci_hi']:+.1f}]"
+
+
+def _rows(world: SimpleNamespace, key: str) -> list[dict[str, Any]]:
+    return world.store.query("SELECT * FROM ablation_results WHERE result_key = ?", [key])  # type: ignore[no-any-return]
+
+
+def _page(world: SimpleNamespace, exp: str) -> tuple[str, list[dict[str, Any]]]:
+    key = world.jobs[exp]["result_key"]
+    r = world.client.get(f"/ablations/{key}")
+    assert r.status_code == 200, r.text
+    return r.text, _rows(world, key)
+
+
+# -- result pages ---------------------------------------------------------------------------------------
+def test_index_lists_every_result_under_its_rm(world: SimpleNamespace) -> None:
+    html = world.client.get("/ablations").text
+    for exp, job in world.jobs.items():
+        ck = job["params"]["checkpoint"]
+        group = re.search(rf'<div class="card ablation-group" data-checkpoint="{ck}">(.*?)</table>', html, re.S)
+        assert group, f"no group for {ck}"
+        assert f'data-result-key="{job["result_key"]}" data-experiment="{exp}"' in group.group(1)
+        assert f'href="/ablations/{job["result_key"]}"' in group.group(1)
+    mixed = world.checkpoints["mixed"]
+    only = world.client.get("/ablations", params={"checkpoint": mixed}).text
+    assert world.jobs["C"]["result_key"] in only and world.jobs["A"]["result_key"] not in only
+    api = world.client.get("/api/ablations").json()
+    assert {r["result_key"] for r in api} == {j["result_key"] for j in world.jobs.values()}
+
+
+def test_dose_response_page_equals_stored_rows(world: SimpleNamespace) -> None:
+    html, rows = _page(world, "A")
+    alls = [r for r in rows if r["grp"] == "all"]
+    scored = {(r["condition"], r["p"]): r for r in alls if r["condition"] != "random"}
+    assert {c for c, _ in scored} >= {"magnitude"}
+    table = _table(html, "dose-table")
+    assert len(table) == len(scored)
+    for tr in table:
+        r = scored[(tr["condition"], float(tr["p"]))]
+        c = tr["cells"]
+        assert int(c["n_neurons"][0]) == r["n_neurons"]
+        for col in ("acc0", "acc", "delta", "random_delta_mean", "excess"):
+            assert _value(c[col]) == r[col], col
+        assert c["acc"][1] == _pct(r["acc"]) and c["delta"][1] == _pp(r["delta"])
+        assert tr["ci"] == [_ci(r)]
+        if r["random_delta_mean"] is not None:
+            assert c["random_delta_mean"][1] == f"{_pp(r['random_delta_mean'])} ± {_pct(r['random_delta_std'])}"
+
+    # Random selection: one row per (p, seed) stored; the band is their mean ± std (ddof=1) over seeds.
+    rnd = [r for r in alls if r["condition"] == "random"]
+    assert len(_table(html, "random-table")) == len(rnd) == 3 * 2
+    band = {float(tr["p"]): tr for tr in _table(html, "random-band")}
+    assert sorted(band) == [0.0, 10.0, 50.0]
+    spec = _spec(html, "plot-dose-spec")
+    traces = {t["name"]: t for t in spec["data"]}
+    mean_trace = next(t for n, t in traces.items() if n.startswith("random (mean"))
+    upper = next(t for t in spec["data"] if t["name"] == "random + std")
+    lower = traces["random ± std over seeds"]
+    assert lower["fill"] == "tonexty"
+    for i, p in enumerate(sorted(band)):
+        accs = [r["acc"] for r in rnd if r["p"] == p]
+        mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1))
+        assert _value(band[p]["cells"]["mean"]) == pytest.approx(mean, abs=1e-15)
+        assert mean_trace["x"][i] == p and mean_trace["y"][i] == pytest.approx(100 * mean, abs=1e-12)
+        assert upper["y"][i] == pytest.approx(100 * (mean + std), abs=1e-12)
+        assert lower["y"][i] == pytest.approx(100 * (mean - std), abs=1e-12)
+    for method in {c for c, _ in scored}:
+        line = traces[f"{method}-based"]
+        mine = sorted((r for r in alls if r["condition"] == method), key=lambda r: r["p"])
+        assert line["x"] == [r["p"] for r in mine]
+        assert line["y"] == pytest.approx([100 * r["acc"] for r in mine], abs=1e-12)
+        dashed = traces[f"layer-matched random of {method}"]
+        assert dashed["line"]["dash"] == "dash"
+        with_ctrl = [r for r in mine if r["random_delta_mean"] is not None]
+        assert dashed["y"] == pytest.approx([100 * (r["acc0"] + r["random_delta_mean"]) for r in with_ctrl])
+    assert "Experiment A records accuracies only" in html
+
+
+def test_subset_page_splits_helpful_and_harmless_type_tables(world: SimpleNamespace) -> None:
+    html, rows = _page(world, "B")
+    by_grp = {r["grp"]: r for r in rows}
+    for kind in ("helpful", "harmless"):
+        table = _table(html, f"b-{kind}")
+        want = {r["grp"] for r in rows if r["grp"].startswith("subset:") and r["group_type"] == kind}
+        assert want and {tr["grp"] for tr in table} == want
+        for tr in table:
+            r = by_grp[tr["grp"]]
+            for col in ("acc0", "acc", "delta", "random_delta_mean", "excess"):
+                assert _value(tr["cells"][col]) == r[col], col
+            assert int(tr["cells"]["n_items"][0]) == r["n_items"]
+            assert int(tr["cells"]["n_flipped"][0]) == r["n_flipped"]
+            assert tr["ci"][0] == _ci(r)
+    overall = {tr["grp"] for tr in _table(html, "b-overall")}
+    assert overall == {"all", "objective:helpful", "objective:harmless"}
+    spec = _spec(html, "plot-subsets-spec")
+    subs = sorted((r for r in rows if r["grp"].startswith("subset:")), key=lambda r: r["grp"])
+    assert spec["data"][0]["y"] == pytest.approx([100 * r["delta"] for r in subs])
+    assert spec["data"][1]["y"] == pytest.approx([100 * r["random_delta_mean"] for r in subs])
+    _check_flips(world, html, "B")
+
+
+def test_specific_and_shared_page_shows_delta_transfer_and_per_neuron(world: SimpleNamespace) -> None:
+    html, rows = _page(world, "C")
+    table = _table(html, "c-table")
+    alls = {(r["condition"], r["p"]): r for r in rows if r["grp"] == "all"}
+    assert {c for c, _ in alls} == {"helpful_specific", "harmless_specific", "shared"}
+    assert len(table) == len(alls) == 3 * 2
+    obj = {(r["condition"], r["p"], r["grp"]): r for r in rows}
+    for tr in table:
+        key = (tr["condition"], float(tr["p"]))
+        r = alls[key]
+        for col in ("delta", "random_delta_mean", "delta_per_neuron", "random_delta_per_neuron", "transfer0",
+                    "transfer", "transfer_delta", "random_transfer_mean"):
+            assert _value(tr["cells"][col]) == r[col], col
+        assert int(tr["cells"]["n_neurons"][0]) == r["n_neurons"]
+        assert _value(tr["cells"]["delta_helpful"]) == obj[(*key, "objective:helpful")]["delta"]
+        assert _value(tr["cells"]["delta_harmless"]) == obj[(*key, "objective:harmless")]["delta"]
+    _check_flips(world, html, "C")
+
+
+def test_single_set_page_from_the_queued_toggle(world: SimpleNamespace) -> None:
+    job = world.jobs["single"]
+    services = world.client.app.state.services  # type: ignore[attr-defined]
+    from app.ablation.service import single_params
+
+    want = single_params(world.checkpoints["mixed"], QUEUED_SET, "zero", 0.0)
+    assert job["params"]["experiment"] == "single" and job["params"]["neuron_set"] == want["neuron_set"]
+    assert job["params"]["dataset"]["split"] == "test" and job["params"]["dataset"]["limit"] is None
+    assert job["params"]["limit_per_objective"] is None  # the exact evaluation: the whole test split
+    html, rows = _page(world, "single")
+    table = {tr["grp"]: tr for tr in _table(html, "single-table")}
+    assert set(table) == {r["grp"] for r in rows}
+    for r in rows:
+        for col in ("acc0", "acc", "delta", "random_delta_mean", "excess", "delta_per_neuron", "mean_margin_delta"):
+            assert _value(table[r["grp"]]["cells"][col]) == r[col], col
+    assert next(r for r in rows if r["grp"] == "all")["n_neurons"] == 3
+    _check_flips(world, html, "single")
+    # The status fragment the button answered links to this page once the job succeeded.
+    status = world.client.get(f"/ui/jobs/{job['id']}/status").text
+    assert f'href="/ablations/{job["result_key"]}"' in status
+    assert services.jobs.get(job["id"]).status == "succeeded"
+
+
+def _check_flips(world: SimpleNamespace, html: str, exp: str) -> None:
+    key = world.jobs[exp]["result_key"]
+    flips = world.store.query("SELECT * FROM ablation_flips WHERE result_key = ?", [key])
+    assert re.search(rf'<span id="n-flips">{len(flips)}</span>', html)
+    if flips:
+        table = _table(html, "flips-table")
+        assert sorted((tr["item"], tr["condition"]) for tr in table) == \
+            sorted((f["item_id"], f["condition"]) for f in flips)
+    else:
+        assert "No item changed its verdict" in html
+
+
+@pytest.mark.parametrize("exp", ["A", "B", "C", "single"])
+def test_each_page_shows_the_command_that_recomputes_it(world: SimpleNamespace, exp: str) -> None:
+    html, _ = _page(world, exp)
+    m = re.search(r'<code class="cmd" id="recompute-cmd">(.*?)</code>', html, re.S)
+    assert m, "no recompute command"
+    argv = shlex.split(unescape(m.group(1)))
+    assert argv[:3] == ["tension", "submit", "ablate"] and len(argv) == 4
+    params = json.loads(argv[3])
+    assert params == world.jobs[exp]["params"]
+    # Submitting exactly that command's parameters names the same result (a cache hit, nothing recomputed).
+    again = world.client.post("/api/jobs", json={"kind": "ablate", "params": params}).json()
+    assert again["result_key"] == world.jobs[exp]["result_key"] and again["cached"] is True
+
+
+def test_unknown_result_is_404(world: SimpleNamespace) -> None:
+    r = world.client.get("/ablations/0000deadbeef")
+    assert r.status_code == 404 and 'id="ablation-error"' in r.text
+
+
+# -- live toggles -----------------------------------------------------------------------------------------
+def _live(world: SimpleNamespace, query: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    ck = world.checkpoints["mixed"]
+    return world.client.get(f"/ui/live/{ck}", params={"probe_limit": PROBE, **query}, headers=headers or {})
+
+
+def test_live_partial_equals_the_api_answer(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["mixed"]
+    q = {"part": "helpful", "p": 10}
+    r = _live(world, q)
+    assert r.status_code == 200, r.text
+    api = world.client.get(f"/api/live/{ck}/toggle", params={**q, "probe_limit": PROBE}).json()
+    html = r.text
+    assert 'id="plot-shift"' in html
+    assert re.search(rf'<span id="shift-n-neurons">{api["n_neurons"]}</span>', html)
+    table = {tr["objective"]: tr["cells"] for tr in _table(html, "shift-table")}
+    assert set(table) == set(api["objectives"]) == {"helpful", "harmless"}
+    for o, v in api["objectives"].items():
+        c = table[o]
+        assert int(c["n_pairs"][0]) == v["n_pairs"] == PROBE
+        for col, want in (("delta_chosen", v["delta"]["chosen"]), ("delta_rejected", v["delta"]["rejected"]),
+                          ("delta_margin", v["delta"]["margin"]), ("delta_accuracy", v["delta"]["accuracy"]),
+                          ("accuracy_before", v["baseline"]["accuracy"]), ("accuracy_after", v["ablated"]["accuracy"])):
+            assert _value(c[col]) == pytest.approx(want, rel=1e-12, abs=1e-15), col
+        assert int(c["to_wrong"][0]) == v["flips"]["to_wrong"] and int(c["to_right"][0]) == v["flips"]["to_right"]
+    spec = _spec(html, "plot-shift-spec")
+    bars = {(t["legendgroup"], t["xaxis"]): t["y"] for t in spec["data"]}
+    for o, v in api["objectives"].items():
+        d = v["delta"]
+        assert bars[(o, "x")] == pytest.approx([d["chosen"], d["rejected"], d["margin"]])
+        assert bars[(o, "x2")] == pytest.approx([100 * d["accuracy"]])
+    assert re.search(r'path <code id="shift-path">(cached_prefix|answer_cache|full|identity)</code>', html)
+    # The queue form carries exactly the toggled neurons.
+    m = re.search(r'name="neurons" value="([^"]+)"', html)
+    assert m and json.loads(unescape(m.group(1))) == {k: v for k, v in api["neurons"].items() if v}
+
+
+def test_live_toggle_state_is_pushed_into_the_page_url(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["mixed"]
+    page = f"http://testserver/models/{MODEL}/dashboard?p=10&stat=A&ck=old&part=shared&scatter=mixed"
+    r = _live(world, {"part": "harmless", "layer": "1", "push": "1"}, {"HX-Request": "true", "HX-Current-URL": page})
+    assert r.status_code == 200, r.text
+    pushed = r.headers["HX-Push-Url"]
+    assert pushed.startswith(f"/models/{MODEL}/dashboard?")
+    q = dict(re.findall(r"([^?&=]+)=([^&]*)", pushed.split("?", 1)[1]))
+    assert q == {"p": "10", "stat": "A", "scatter": "mixed", "ck": ck, "part": "harmless", "layer": "1",
+                 "probe_limit": str(PROBE)}
+    # Without push=1 (the page's own autorun) nothing is pushed.
+    assert "HX-Push-Url" not in _live(world, {"part": "harmless"}, {"HX-Current-URL": page}).headers
+
+
+def test_layer_slice_named_set_and_single_neuron(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["mixed"]
+    whole = world.client.get(f"/api/live/{ck}/toggle", params={"part": "mixed", "probe_limit": PROBE}).json()
+    sliced = _live(world, {"part": "mixed", "layer": "1"})
+    n1 = len(whole["neurons"].get("1", []))
+    assert re.search(rf'<span id="shift-n-neurons">{n1}</span>', sliced.text)
+    assert "layer 1 only" in sliced.text
+
+    made = world.client.post("/api/neuron-sets", json={"name": "abl-test-set", "base_model": MODEL, "part": "harmless"})
+    assert made.status_code == 201, made.text
+    named = _live(world, {"set": "abl-test-set"})
+    assert named.status_code == 200 and "named set" in named.text
+    assert re.search(rf'<span id="shift-n-neurons">{made.json()["size"]}</span>', named.text)
+
+    one = _live(world, {"neurons": '{"1": [5]}'})
+    assert one.status_code == 200 and '<span id="shift-n-neurons">1</span>' in one.text
+
+
+@pytest.mark.parametrize(("query", "status", "message"), [
+    ({"part": "everything"}, 400, "unknown part"),
+    ({"part": "shared", "layer": "7"}, 404, "layer 7 out of range"),
+    ({"part": "shared", "layer": "-1"}, 404, "out of range"),
+    ({"part": "shared", "layer": "one"}, 400, "whole number"),
+    ({"neurons": '{"1": [5'}, 400, "neurons must be JSON"),
+    ({"neurons": '["not", "a", "dict"]'}, 400, "neurons must be JSON"),
+    ({"neurons": '{"9": [1]}'}, 404, "layer 9 out of range"),
+    ({"neurons": '{"1": [128]}'}, 404, "neuron 128 of layer 1 out of range"),
+    ({"part": "shared", "p": "500"}, 400, "p must be"),
+    ({"part": "shared", "stat": "Z"}, 400, "unknown statistic"),
+    ({"part": "shared", "shared": "union"}, 400, "unknown shared mode"),
+    ({"part": "shared", "mode": "halve"}, 400, "unknown mode"),
+    ({"part": "shared", "probe_limit": "0"}, 400, "probe_limit"),
+    ({"set": "no-such-set"}, 404, "no neuron set"),
+    ({}, 400, "say which neurons"),
+])
+def test_bad_toggles_are_4xx(world: SimpleNamespace, query: dict[str, str], status: int, message: str) -> None:
+    r = _live(world, query)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    frag = _live(world, query, {"HX-Request": "true"})  # htmx gets the message as an error fragment
+    assert frag.status_code == status and 'class="error"' in frag.text
+
+
+def test_bad_toggles_through_the_json_api(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["mixed"]
+    api = f"/api/live/{ck}/toggle"
+    assert world.client.get(api, params={"part": "everything"}).status_code == 400
+    assert world.client.get(api, params={"neurons": "{bad"}).status_code == 400
+    assert world.client.get(api, params={"neurons": '{"0": [999]}', "probe_limit": PROBE}).status_code == 400
+    assert world.client.get("/ui/live/no-such-checkpoint", params={"part": "shared"}).status_code == 404
+
+
+# -- panels on the dashboard and the neuron page ------------------------------------------------------------
+def test_dashboard_panel_defaults_to_the_mixed_rm_and_reads_toggle_state(world: SimpleNamespace) -> None:
+    c = world.client
+    base = {"base_model": MODEL, "p": "10", "stat": "A", "seed": "0"}
+    html = c.get("/ui/ablation/panel", params=base).text
+    for regime, ck in world.checkpoints.items():
+        assert f'value="{ck}"' in html, regime
+    assert f'<option value="{world.checkpoints["mixed"]}" selected>' in html
+    assert 'hx-indicator="#live-indicator"' in html and 'class="htmx-indicator' in html
+    assert 'id="live-empty"' in html  # no toggle state in the URL: nothing computed yet
+    state = c.get("/ui/ablation/panel", params={**base, "ck": world.checkpoints["helpful"], "part": "harmless",
+                                                "layer": "0", "probe_limit": PROBE}).text
+    assert f'<option value="{world.checkpoints["helpful"]}" selected>' in state
+    assert '<option value="harmless" selected>' in state and '<option value="0" selected>' in state
+    m = re.search(r'<div id="live-result" hx-get="([^"]+)" hx-trigger="load"', state)
+    assert m, "toggle state in the URL must compute at once"
+    auto = unescape(m.group(1))
+    assert auto.startswith(f"/ui/live/{world.checkpoints['helpful']}?") and "part=harmless" in auto
+    assert "layer=0" in auto and f"probe_limit={PROBE}" in auto
+    # The dashboard page hands its toggle keys (and only those) to the panel.
+    dash = c.get(f"/models/{MODEL}/dashboard", params={"p": "10", "ck": world.checkpoints["helpful"],
+                                                      "part": "harmless", "layer": "0", "junk": "x"}).text
+    m = re.search(r'<div id="live-panel" hx-get="([^"]+)"', dash)
+    assert m
+    panel_url = unescape(m.group(1))
+    assert "part=harmless" in panel_url and "layer=0" in panel_url and "junk" not in panel_url
+    assert c.get(panel_url).status_code == 200
+
+
+def test_neuron_page_panel_toggles_that_neuron(world: SimpleNamespace) -> None:
+    c = world.client
+    page = c.get(f"/models/{MODEL}/neurons/1/5").text
+    m = re.search(r'<div id="live-panel" hx-get="([^"]+)"', page)
+    assert m
+    panel = c.get(unescape(m.group(1))).text
+    m = re.search(r'name="neurons" value="([^"]+)"', panel)
+    assert m and json.loads(unescape(m.group(1))) == {"1": [5]}
+    for ck in world.checkpoints.values():
+        assert f'value="{ck}"' in panel
+    state = c.get("/ui/ablation/neuron-panel", params={"model": MODEL, "layer": 1, "index": 5,
+                                                       "ck": world.checkpoints["harmless"], "probe_limit": PROBE}).text
+    m = re.search(r'<div id="live-result" hx-get="([^"]+)"', state)
+    assert m and unescape(m.group(1)).startswith(f"/ui/live/{world.checkpoints['harmless']}?")
+    r = c.get(unescape(m.group(1)))
+    assert r.status_code == 200 and '<span id="shift-n-neurons">1</span>' in r.text
+
+
+# -- shares and read-only ------------------------------------------------------------------------------------
+def test_share_control_and_read_only_refusal(world: SimpleNamespace) -> None:
+    c = world.client
+    assert 'id="share-button"' in c.get("/ablations").text
+    target = f"/models/{MODEL}/dashboard?p=10&ck={world.checkpoints['mixed']}&part=helpful&probe_limit={PROBE}"
+    share = c.post("/api/shares", json={"target": target})
+    assert share.status_code == 201
+    token = share.json()["token"]
+    opened = c.get(f"/s/{token}", follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == f"{target}&share={token}"
+    shared = c.get(opened.headers["location"]).text
+    assert 'id="read-only-badge"' in shared and 'id="share-button"' not in shared
+    # Toggles are looks (GET): allowed through the link, with the queue button disabled.
+    frag = _live(world, {"part": "helpful"}, {"HX-Request": "true", "X-Tension-Share": token})
+    assert frag.status_code == 200
+    assert re.search(r'<button type="submit" id="queue-full" disabled title="read-only', frag.text)
+    # Launching a job through the link is refused, by the UI route and the API alike.
+    neurons = json.dumps(QUEUED_SET)
+    for headers in ({"X-Tension-Share": token, "HX-Request": "true"}, {"X-Tension-Share": token}):
+        r = c.post("/ui/ablation/queue", headers=headers,
+                   data={"checkpoint": world.checkpoints["mixed"], "neurons": neurons})
+        assert r.status_code == 403 and "read-only" in r.text
+    params = {"experiment": "single", "checkpoint": world.checkpoints["mixed"], "neuron_set": QUEUED_SET}
+    r = c.post("/api/jobs", json={"kind": "ablate", "params": params}, headers={"X-Tension-Share": token})
+    assert r.status_code == 403
+    r = c.post("/api/jobs", params={"share": token}, json={"kind": "ablate", "params": params})
+    assert r.status_code == 403
+
+
+def test_queue_refuses_an_empty_or_bad_set(world: SimpleNamespace) -> None:
+    c = world.client
+    ck = world.checkpoints["mixed"]
+    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{}"}).status_code == 400
+    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{x"}).status_code == 400
+    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": '{"0": [1]}',
+                                             "mode": "halve"}).status_code == 400
+    assert c.post("/ui/ablation/queue", data={"checkpoint": "nope", "neurons": '{"0": [1]}'}).status_code == 404
