@@ -373,7 +373,10 @@ def test_bad_toggles_through_the_json_api(world: SimpleNamespace) -> None:
     api = f"/api/live/{ck}/toggle"
     assert world.client.get(api, params={"part": "everything"}).status_code == 400
     assert world.client.get(api, params={"neurons": "{bad"}).status_code == 400
-    assert world.client.get(api, params={"neurons": '{"0": [999]}', "probe_limit": PROBE}).status_code == 400
+    r = world.client.get(api, params={"neurons": '{"0": [999]}', "probe_limit": PROBE})
+    assert r.status_code == 404 and "neuron 999" in r.json()["detail"]  # checked before any worker starts
+    r = world.client.get(api, params={"part": "shared", "layer": 99})
+    assert r.status_code == 404 and "layer 99" in r.json()["detail"]
     assert world.client.get("/ui/live/no-such-checkpoint", params={"part": "shared"}).status_code == 404
 
 
