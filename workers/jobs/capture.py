@@ -28,7 +28,7 @@ def _token_windows(loaded: Any, texts: dict[str, str], examples: list[dict[str, 
     for ex in examples:
         tid = ex["text_id"]
         if tid not in cache:
-            ids = tokenize(loaded, [texts[tid]], max_length)[0]
+            ids = tokenize(loaded, [texts[tid]], max_length)[0].tolist()
             offsets = None
             try:
                 enc = loaded.tokenizer(texts[tid], truncation=True, max_length=limit, return_offsets_mapping=True,

@@ -8,6 +8,8 @@ truncation (the final turn survives), right padding, a seeded N(0, 0.02²) head.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -81,6 +83,12 @@ class LoadedModel:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+    @functools.cached_property
+    def vocab_fingerprint(self) -> str:
+        """A hash of the token -> id map: comparing two 30k-entry vocabularies costs ~60 ms, a hash once."""
+        items = sorted(self.tokenizer.get_vocab().items())
+        return hashlib.sha256(json.dumps(items, ensure_ascii=False).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------- devices

@@ -39,16 +39,28 @@ def effective_max_length(loaded: LoadedModel, max_length: int) -> int:
     return min(int(max_length), limit) if limit else int(max_length)
 
 
-def tokenize(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids per text, truncated on the LEFT (the tokenizer is configured so) to keep the final turn."""
-    if not texts:
-        return []
-    enc = loaded.tokenizer(list(texts), truncation=True, max_length=effective_max_length(loaded, max_length),
-                           padding=False, return_attention_mask=False, return_token_type_ids=False)
-    return [list(ids) for ids in enc["input_ids"]]
+TOKENIZE_CHUNK = 32
 
 
-def iter_batches(loaded: LoadedModel, token_ids: Sequence[Sequence[int]], batch_size: int) -> Iterator[Batch]:
+def tokenize(loaded: LoadedModel, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
+    """Token ids per text (int32 arrays), truncated on the LEFT (the tokenizer is configured so) to keep the
+    final turn.
+
+    Texts are tokenised a chunk at a time and only the kept ids survive: a fast tokenizer's full encodings
+    (every token of a long conversation, with offsets) would otherwise all be alive at once, and the peak
+    memory of scoring or capture would grow with the data.
+    """
+    limit = effective_max_length(loaded, max_length)
+    out: list[np.ndarray] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        enc = loaded.tokenizer(list(texts[start:start + TOKENIZE_CHUNK]), truncation=True, max_length=limit,
+                               padding=False, return_attention_mask=False, return_token_type_ids=False)
+        out.extend(np.asarray(ids, dtype=np.int32) for ids in enc["input_ids"])
+    return out
+
+
+def iter_batches(loaded: LoadedModel, token_ids: Sequence[Sequence[int] | np.ndarray],
+                 batch_size: int) -> Iterator[Batch]:
     """Length-bucketed batches: longest first (an OOM shows at once), each padded only to its own longest."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -63,7 +75,7 @@ def iter_batches(loaded: LoadedModel, token_ids: Sequence[Sequence[int]], batch_
         for row, i in enumerate(idx):
             n = int(lengths[i])
             if n:
-                ids[row, :n] = torch.as_tensor(token_ids[i], dtype=torch.long)
+                ids[row, :n] = torch.as_tensor(np.asarray(token_ids[i]), dtype=torch.long)
                 mask[row, :n] = 1
         yield Batch(idx, ids.to(loaded.device), mask.to(loaded.device))
 

@@ -38,7 +38,7 @@ def test_decoder_reward_is_the_head_at_the_last_non_pad_token(load, name: str) -
     ids = tokenize(loaded, TEXTS[:2], 64)
     with torch.no_grad():
         for text, t in zip(TEXTS[:2], ids, strict=True):
-            hidden = loaded.model.base_model(input_ids=torch.tensor([t])).last_hidden_state
+            hidden = loaded.model.base_model(input_ids=torch.as_tensor(t)[None].long()).last_hidden_state
             expected = loaded.model.score(hidden[0, len(t) - 1]).item()
             got = float(score_texts(loaded, [text, TEXTS[2]], batch_size=2)[0])
             assert got == pytest.approx(expected, abs=1e-5)
@@ -49,8 +49,8 @@ def test_left_truncation_keeps_the_final_turn(load, name: str) -> None:  # type:
     loaded = load(name)
     tail = " Assistant: the final answer is forty two, and here is why it matters a lot."
     a, b = "Human: blah " * 40 + tail, "Human: something entirely different " * 30 + tail
-    full = tokenize(loaded, [a], 10_000)[0]
-    cut = tokenize(loaded, [a], 16)[0]
+    full = tokenize(loaded, [a], 10_000)[0].tolist()
+    cut = tokenize(loaded, [a], 16)[0].tolist()
     assert len(cut) == 16 and len(full) > 16
     # Tiny models use MiniLM's WordPiece tokenizer: [CLS] ... [SEP] survive, between them the END of the text.
     assert loaded.tokenizer.num_special_tokens_to_add() == 2

@@ -222,3 +222,10 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="text ids"):
         capture_statistics(rm, None, {"g": ["x", "y"]}, text_ids={"g": ["a"]})
     assert isinstance(capture_statistics(rm, None, {}), CaptureResult)
+    bert = load_reward_model("tiny-bert", device="cpu", seed=0)
+    renamed = load_base_model("tiny-bert", device="cpu", seed=0)
+    assert capture_statistics(bert, renamed, {"g": ["x"]}).base_model == "tiny-bert"  # same vocabulary: fine
+    renamed = load_base_model("tiny-bert", device="cpu", seed=0)
+    renamed.tokenizer.add_tokens(["zz-not-in-the-rm-vocabulary"])
+    with pytest.raises(ValueError, match="different vocabulary"):
+        capture_statistics(bert, renamed, {"g": ["x"]})
