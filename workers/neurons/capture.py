@@ -1,9 +1,10 @@
 """Stream texts through a reward model and reduce its MLP neurons to per-neuron statistics (METHOD.md §3).
 
 Per group of texts (e.g. 'helpful/chosen') and per (layer, neuron), over every NON-PAD token, token-weighted
-(each batch reduced in float32, running totals in float64): mean activation A, mean squared change from the base model C = mean (a_RM − a_base)²
-on the same tokens, fraction positive P, variance (population, ddof=0, merged batch by batch with Chan's
-formula so it does not cancel), max, token count; plus each neuron's top-k activating texts.
+(each batch reduced in float32, running totals in float64): mean activation A, mean squared change from the
+base model C = mean (a_RM − a_base)² on the same tokens, fraction positive P, variance (population, ddof=0,
+merged batch by batch with Chan's formula so it does not cancel), max, token count; plus each neuron's top-k
+activating texts.
 
 Memory does not grow with the data: each layer's values are reduced inside its hook; only the base model's
 values of the current batch wait ([batch, seq, neurons] per layer) for the RM's pass over the same batch.
@@ -54,21 +55,76 @@ class GroupStats:
 
 
 class _Scratch:
-    """One reusable work buffer per capture: per-layer reductions write into it instead of allocating.
+    """Reusable buffers of one capture: per-layer work writes into them instead of allocating.
 
     Fresh [batch, seq, neurons] temporaries cost page faults on every layer of every batch (on CPU that
     alone was as slow as the arithmetic) and fragment the allocator, so memory crept up with the data.
     """
 
     def __init__(self) -> None:
-        self.buf: torch.Tensor | None = None
+        self.bufs: dict[object, torch.Tensor] = {}
 
-    def like(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.numel()
-        if self.buf is None or self.buf.numel() < n or self.buf.dtype != x.dtype or self.buf.device != x.device:
-            self.buf = torch.empty(max(n, 0 if self.buf is None else self.buf.numel()), dtype=x.dtype,
-                                   device=x.device)
-        return self.buf[:n].view(x.shape)
+    def like(self, x: torch.Tensor, key: object = "work", dtype: torch.dtype | None = None,
+             device: torch.device | None = None) -> torch.Tensor:
+        dtype, device = dtype or x.dtype, device or x.device
+        buf, n = self.bufs.get(key), x.numel()
+        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != device:
+            buf = torch.empty(max(n, 0 if buf is None else buf.numel()), dtype=dtype, device=device)
+            self.bufs[key] = buf
+        return buf[:n].view(x.shape)
+
+
+class _TextMax:
+    """Each text's max per neuron over its valid tokens [B, N], and on demand the first position of it.
+
+    Positions by argmax over the sequence are slow on CPU (a strided reduction with indices), so the core is
+    cut into blocks of BLOCK tokens: block maxima give the text max in one pass, and only the block that
+    holds the max is searched. Positions are needed only when a text enters some neuron's top-k.
+    """
+
+    BLOCK = 16
+
+    def __init__(self, x: torch.Tensor, core: int, valid: torch.Tensor) -> None:
+        b, s, n = x.shape
+        self.x, self.shape = x, (b, s, n)
+        self.nblk = core // self.BLOCK
+        self.c16 = self.nblk * self.BLOCK
+        self.core_max: torch.Tensor | None = None
+        self.slab: torch.Tensor | None = None
+        if self.nblk:
+            self.blocks = x[:, :self.c16].unflatten(1, (self.nblk, self.BLOCK))
+            self.bmax = self.blocks.amax(2)  # [B, blocks, N]
+            self.core_max = self.bmax.amax(1)
+        if self.c16 < s:
+            self.slab = x[:, self.c16:].masked_fill(~valid[:, self.c16:, None], -torch.inf)
+            self.slab_max = self.slab.amax(1)
+        if self.core_max is None:
+            self.value = self.slab_max
+        elif self.slab is None:
+            self.value = self.core_max
+        else:
+            self.value = torch.maximum(self.core_max, self.slab_max)
+
+    @staticmethod
+    def _first(hit_of: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Index along dim 1 of the first entry equal to `target` (weights L − i, the largest wins)."""
+        length = hit_of.shape[1]
+        weight = torch.arange(length, 0, -1, dtype=hit_of.dtype, device=hit_of.device)[None, :, None]
+        first = length - torch.where(hit_of == target[:, None], weight, 0).amax(1)
+        return first.to(torch.int64).clamp_(0, length - 1)
+
+    def positions(self) -> torch.Tensor:
+        b, _, n = self.shape
+        pos = torch.zeros((b, n), dtype=torch.int64, device=self.x.device)
+        if self.core_max is not None:
+            blk = self._first(self.bmax, self.core_max)  # [B, N]
+            index = blk[:, None, None, :].expand(b, 1, self.BLOCK, n)
+            in_block = self.blocks.gather(1, index).squeeze(1)  # [B, BLOCK, N]
+            pos = blk * self.BLOCK + self._first(in_block, self.core_max)
+        if self.slab is not None:
+            slab_pos = self.c16 + self._first(self.slab, self.slab_max)
+            pos = slab_pos if self.core_max is None else torch.where(self.slab_max > self.core_max, slab_pos, pos)
+        return pos
 
 
 def _sum_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -120,29 +176,22 @@ class _Accumulator:
         self.m2[layer] += m2_b + delta.square() * (n * nb / total)
         self.layer_n[layer] = total
 
-    def fold_text_max(self, layer: int, text_max: torch.Tensor, values: torch.Tensor, first_weight: torch.Tensor,
-                      input_ids: torch.Tensor, text_index: torch.Tensor) -> None:
-        """Update max and the running top-k from each text's max token per neuron `text_max` [B, N].
-
-        Token positions come from a cheap reduction rather than argmax (slow on CPU): valid positions where
-        a value equals its text's max are weighted S − s (`first_weight`, 0 at pads) and the largest weight
-        is the first such position.
-        """
-        torch.maximum(self.max[layer], text_max.amax(0).to(torch.float64), out=self.max[layer])
+    def fold_text_max(self, layer: int, text_max: _TextMax, input_ids: torch.Tensor,
+                      text_index: torch.Tensor) -> None:
+        """Update max and the running top-k from each text's max token per neuron [B, N]."""
+        value = text_max.value
+        torch.maximum(self.max[layer], value.amax(0).to(torch.float64), out=self.max[layer])
         if self.top_k == 0:
             return
         old_v, old_t, old_p, old_k = self.top[layer]
         n_old = old_v.shape[0]
-        top_v, sel = torch.topk(torch.cat([old_v, text_max.to(torch.float64)]), min(self.top_k, n_old +
-                                                                                   text_max.shape[0]), dim=0)
+        top_v, sel = torch.topk(torch.cat([old_v, value.to(torch.float64)]),
+                                min(self.top_k, n_old + value.shape[0]), dim=0)
         is_new = sel >= n_old
         if not bool(is_new.any()):
             self.top[layer] = (top_v, old_t.gather(0, sel), old_p.gather(0, sel), old_k.gather(0, sel))
             return
-        work = self.scratch.like(values)
-        torch.eq(values, text_max[:, None, :], out=work)
-        seq = values.shape[1]
-        pos = (seq - work.mul_(first_weight).amax(1)).to(torch.int64).clamp_(max=seq - 1)  # [B, N]
+        pos = text_max.positions()  # [B, N]
         tok = input_ids.gather(1, pos)
         rows = (sel - n_old).clamp(min=0)
         new_t, new_p, new_k = text_index[rows], pos.gather(0, rows), tok.gather(0, rows)
@@ -264,39 +313,34 @@ class _BatchStep:
     """The hooks' view of one batch: base values wait per layer until the RM's pass reduces them.
 
     Right padding leaves the first `core` positions valid in every row: that block is reduced as a strided
-    view, without copying; only the ragged tail is gathered token by token.
+    view, without copying; only the ragged tail is gathered token by token. Base values are copied into
+    buffers kept for the whole capture, so the base model's own activations are freed as in a plain pass.
     """
 
-    def __init__(self, acc: _Accumulator, batch: Batch, device: torch.device) -> None:
-        self.acc, self.device = acc, device
+    def __init__(self, acc: _Accumulator, batch: Batch, device: torch.device, scratch: _Scratch) -> None:
+        self.acc, self.device, self.scratch = acc, device, scratch
         self.valid = batch.attention_mask.bool()
         self.core = int(self.valid.all(0).to(torch.int64).cumprod(0).sum())
         self.tail_valid = self.valid[:, self.core:]
         self.has_tail = bool(self.tail_valid.any())
         self.input_ids = batch.input_ids
-        seq = self.valid.shape[1]
-        ramp = torch.arange(seq, 0, -1, dtype=torch.float32, device=self.valid.device)
-        self.first_weight = (self.valid * ramp)[..., None]  # [B, S, 1]: S − s at valid tokens, 0 at pads
         self.text_index = torch.as_tensor(batch.index, dtype=torch.int64, device=device)
         self.base_values: dict[int, torch.Tensor] = {}
 
     def keep_base(self, layer: int, values: torch.Tensor) -> None:
-        self.base_values[layer] = _as_float(values).to(self.device)
+        dtype = torch.float32 if values.dtype in (torch.float16, torch.bfloat16) else values.dtype
+        buf = self.scratch.like(values, key=("base", layer), dtype=dtype, device=self.device)
+        self.base_values[layer] = buf.copy_(values)
 
     def reduce(self, layer: int, values: torch.Tensor) -> None:
         x, base, c = _as_float(values), self.base_values.pop(layer, None), self.core
         if c:
             self.acc.fold(layer, x[:, :c], None if base is None else base[:, :c])
-            text_max = x[:, :c].amax(1)
-        else:
-            text_max = torch.full((x.shape[0], x.shape[2]), -torch.inf, dtype=x.dtype, device=x.device)
         if self.has_tail:
             tail = x[:, c:]
             self.acc.fold(layer, tail[self.tail_valid][None],
                           None if base is None else base[:, c:][self.tail_valid][None])
-            tail_max = tail.masked_fill(~self.tail_valid[..., None], -torch.inf).amax(1)
-            text_max = torch.maximum(text_max, tail_max)
-        self.acc.fold_text_max(layer, text_max, x, self.first_weight.to(x.dtype), self.input_ids, self.text_index)
+        self.acc.fold_text_max(layer, _TextMax(x, c, self.valid), self.input_ids, self.text_index)
 
 
 def _as_float(values: torch.Tensor) -> torch.Tensor:
@@ -350,7 +394,7 @@ def capture_statistics(rm: LoadedModel, base: LoadedModel | None,
             acc = _Accumulator(n_layers, n_neurons, top_k, rm.device, with_change=base is not None,
                                 scratch=scratch)
             for batch in iter_batches(rm, tokenize(rm, texts, max_length), batch_size):
-                step = _BatchStep(acc, batch, rm.device)
+                step = _BatchStep(acc, batch, rm.device, scratch)
                 if base is not None:
                     with record_neurons(base.model, step.keep_base, hook_point, arch=base.arch):
                         base.model.base_model(input_ids=batch.input_ids.to(base.device),

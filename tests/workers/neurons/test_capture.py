@@ -229,3 +229,23 @@ def test_bad_inputs() -> None:
     renamed.tokenizer.add_tokens(["zz-not-in-the-rm-vocabulary"])
     with pytest.raises(ValueError, match="different vocabulary"):
         capture_statistics(bert, renamed, {"g": ["x"]})
+
+
+@pytest.mark.parametrize("lengths", [[40, 40, 40], [40, 37, 33], [40, 16, 5], [15, 3, 0], [16, 16, 16], [48, 47, 0]])
+def test_text_max_and_first_position_match_numpy(lengths: list[int]) -> None:
+    """The blocked max/position search equals a brute-force masked max and first argmax, ties included."""
+    from workers.neurons.capture import _TextMax
+
+    rng = np.random.default_rng(sum(lengths))
+    seq, n = max(lengths), 7
+    x = rng.integers(-3, 4, size=(len(lengths), seq, n)).astype(np.float32)  # small ints: many exact ties
+    valid = np.arange(seq)[None, :] < np.asarray(lengths)[:, None]
+    x[~valid] = 9.0  # pads hold values larger than any real token: they must never win
+    core = int(valid.all(0).cumprod().sum())
+    tm = _TextMax(torch.from_numpy(x), core, torch.from_numpy(valid))
+    masked = np.where(valid[..., None], x, -np.inf)
+    np.testing.assert_array_equal(tm.value.numpy(), masked.max(1))
+    pos = tm.positions().numpy()
+    for row, length in enumerate(lengths):
+        if length:
+            np.testing.assert_array_equal(pos[row], masked[row].argmax(0))
