@@ -238,14 +238,52 @@ def test_text_max_and_first_position_match_numpy(lengths: list[int]) -> None:
 
     rng = np.random.default_rng(sum(lengths))
     seq, n = max(lengths), 7
-    x = rng.integers(-3, 4, size=(len(lengths), seq, n)).astype(np.float32)  # small ints: many exact ties
+    x = rng.integers(-3, 4, size=(2, len(lengths), seq, n)).astype(np.float32)  # 2 layers; small ints: ties
     valid = np.arange(seq)[None, :] < np.asarray(lengths)[:, None]
-    x[~valid] = 9.0  # pads hold values larger than any real token: they must never win
+    x[:, ~valid] = 9.0  # pads hold values larger than any real token: they must never win
     core = int(valid.all(0).cumprod().sum())
     tm = _TextMax(torch.from_numpy(x), core, torch.from_numpy(valid))
-    masked = np.where(valid[..., None], x, -np.inf)
-    np.testing.assert_array_equal(tm.value.numpy(), masked.max(1))
     pos = tm.positions().numpy()
-    for row, length in enumerate(lengths):
-        if length:
-            np.testing.assert_array_equal(pos[row], masked[row].argmax(0))
+    assert tm.value.shape == pos.shape == (2, len(lengths), n)
+    for layer in range(2):
+        masked = np.where(valid[..., None], x[layer], -np.inf)
+        np.testing.assert_array_equal(tm.value[layer].numpy(), masked.max(1))
+        for row, length in enumerate(lengths):
+            if length:
+                np.testing.assert_array_equal(pos[layer, row], masked[row].argmax(0))
+
+
+@pytest.mark.parametrize("group", [2, 3])
+def test_layers_reduced_in_groups_equal_one_at_a_time(models, group: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """GPUs reduce several layers at once (copied into one buffer); the result must not change. Forced here
+    on CPU: 2 = every layer in one group, 3 = a last group that is not full."""
+    import workers.neurons.capture as capture_module
+
+    rm, base = models
+    one = capture_statistics(rm, base, GROUPS, max_length=MAX_LEN, batch_size=3, top_k=TOP_K)
+    monkeypatch.setattr(capture_module, "layer_group_size", lambda *_args: group)
+    grouped = capture_statistics(rm, base, GROUPS, max_length=MAX_LEN, batch_size=3, top_k=TOP_K)
+    for name in GROUPS:
+        for stat in STAT_NAMES:
+            np.testing.assert_allclose(grouped.stat(name, stat), one.stat(name, stat), atol=1e-6, rtol=0)
+        a, b = one.groups[name], grouped.groups[name]
+        np.testing.assert_array_equal(a.top_values, b.top_values)
+        np.testing.assert_array_equal(a.top_text, b.top_text)
+        np.testing.assert_array_equal(a.top_pos, b.top_pos)
+        np.testing.assert_array_equal(a.top_token, b.top_token)
+
+
+def test_half_precision_models_are_reduced_in_float32(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A bf16 model's values are upcast before any sum, in both reduction modes."""
+    import workers.neurons.capture as capture_module
+
+    rm = load_reward_model("tiny-llama", device="cpu", seed=0)
+    rm.model.to(torch.bfloat16)
+    one = capture_statistics(rm, None, GROUPS, max_length=MAX_LEN, batch_size=3, top_k=2)
+    monkeypatch.setattr(capture_module, "layer_group_size", lambda *_args: 2)
+    grouped = capture_statistics(rm, None, GROUPS, max_length=MAX_LEN, batch_size=3, top_k=2)
+    g = "helpful/chosen"
+    np.testing.assert_allclose(grouped.stat(g, "mean"), one.stat(g, "mean"), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(grouped.groups[g].top_values, one.groups[g].top_values)
+    n = one.groups[g].n_tokens
+    assert n > 100 and np.isclose(one.stat(g, "frac_pos") * n, np.round(one.stat(g, "frac_pos") * n)).all()
