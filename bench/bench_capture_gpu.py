@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,20 +46,37 @@ def _texts(tokenizer_model: Any, n: int, fill: int) -> list[str]:
     raise RuntimeError(f"only {len(out)} bundled texts fill {fill} tokens; {n} needed")
 
 
-def _agreement() -> dict[str, Any]:
+def _agreement(strict: bool) -> dict[str, Any]:
+    """`strict`: TF32 off and attention by the math kernel, so the GPU's forward pass is plain float32 too and
+    any remaining difference would be the capture's own."""
+    import contextlib
+    import copy
+    import dataclasses
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from workers.models.registry import load_base_model, load_reward_model
     from workers.neurons.capture import STAT_NAMES, capture_statistics
+
+    if DEVICE == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = not strict
+        torch.backends.cudnn.allow_tf32 = not strict
+    def kernel() -> Any:
+        return sdpa_kernel(SDPBackend.MATH) if strict else contextlib.nullcontext()
 
     out: dict[str, Any] = {}
     for name in ("tiny-gpt2", "tiny-llama", "tiny-bert"):
         runs = {}
+        rm = load_reward_model(name, device="cpu", seed=0)
+        base = load_base_model(name, device="cpu", seed=1)
+        texts = _texts(rm, 40, 8)
         for device in ("cpu", DEVICE):
-            rm = load_reward_model(name, device=device, seed=0)
-            base = load_base_model(name, device=device, seed=1)
-            rm.model.float()
-            base.model.float()
-            texts = _texts(rm, 40, 8)
-            runs[device] = capture_statistics(rm, base, {"g": texts}, max_length=64, batch_size=8, top_k=4)
+            if device != "cpu":  # the very same float32 weights (loading on CUDA would round them to bf16)
+                rm, base = (dataclasses.replace(m, model=cast(Any, copy.deepcopy(m.model)).to(device),
+                                                device=torch.device(device)) for m in (rm, base))
+            with kernel():
+                runs[device] = capture_statistics(rm, base, {"g": texts}, max_length=64, batch_size=8, top_k=4)
         cpu, gpu = runs["cpu"], runs[DEVICE]
         diffs = {s: float(np.nanmax(np.abs(cpu.stat("g", s) - gpu.stat("g", s)))) for s in STAT_NAMES}
         g_cpu, g_gpu = cpu.groups["g"], gpu.groups["g"]
@@ -188,19 +205,27 @@ def main() -> None:
     global DEVICE, BASE_TEXTS, TIME_TEXTS, ROUNDS, MULTIPLES
     if "--smoke-cpu" in sys.argv:  # the plumbing on CPU, tiny sizes, nothing written
         DEVICE, BASE_TEXTS, TIME_TEXTS, ROUNDS, MULTIPLES = "cpu", 2, 8, 1, (1, 2)
-        print(_agreement(), _memory(*_smollm2_shaped()), file=sys.stderr)
+        print(_agreement(True), _memory(*_smollm2_shaped()), file=sys.stderr)
         print(_timing(*_smollm2_shaped()), file=sys.stderr)
         return
     if not torch.cuda.is_available():
         print("bench_capture_gpu: no CUDA device here; nothing measured (see bench_capture for the CPU)",
               file=sys.stderr)
         return
-    agreement = _agreement()
+    agreement = {"default_settings": _agreement(False), "strict_float32": _agreement(True)}
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     print(f"agreement: {agreement}", file=sys.stderr, flush=True)
     rm, base = _smollm2_shaped()
     memory = _memory(rm, base)
     print(f"memory: {memory}", file=sys.stderr, flush=True)
-    timing = _timing(rm, base)
+    import workers.neurons.capture as capture_module
+
+    timing = {}
+    for budget_mib in (512, 2048):
+        capture_module.GPU_GROUP_BYTES = budget_mib << 20
+        timing[f"layer_group_{budget_mib}_mib"] = {
+            "layers_per_group": capture_module.layer_group_size(rm.device, 30, 1536, BATCH_SIZE, MAX_LENGTH),
+            **_timing(rm, base)}
     write("capture_gpu", {"device": torch.cuda.get_device_name(0), "model": "llama, SmolLM2-135M shape, random, "
                           "bf16", "max_length": MAX_LENGTH, "batch_size": BATCH_SIZE, "top_k": TOP_K,
                           "agreement": agreement, "memory": memory, "timing": timing})
