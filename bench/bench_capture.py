@@ -41,22 +41,22 @@ MEMORY_TARGET = 0.10
 TIME_TARGET = 1.15
 
 
-def _full_window_texts(loaded: Any, n: int) -> list[str]:
-    """The first n bundled training texts (chosen and rejected sides) that fill the token window."""
+def _full_window_texts(loaded: Any, n: int, fill: int = MAX_LENGTH, train_only: bool = True) -> list[str]:
+    """The first n bundled texts (chosen and rejected sides; training split only unless told) that fill
+    `fill` tokens."""
     from workers.data.loaders import load_bundled
     from workers.data.text import pair_texts
     from workers.models.scoring import tokenize
 
     out: list[str] = []
     for p in load_bundled():
-        if p.split != "train":
+        if train_only and p.split != "train":
             continue
         texts = list(pair_texts(p))
-        out.extend(t for t, ids in zip(texts, tokenize(loaded, texts, MAX_LENGTH), strict=True)
-                   if len(ids) >= MAX_LENGTH)
+        out.extend(t for t, ids in zip(texts, tokenize(loaded, texts, fill), strict=True) if len(ids) >= fill)
         if len(out) >= n:
             return out[:n]
-    raise RuntimeError(f"only {len(out)} bundled texts fill {MAX_LENGTH} tokens; {n} needed")
+    raise RuntimeError(f"only {len(out)} bundled texts fill {fill} tokens; {n} needed")
 
 
 class _AnonPeak:

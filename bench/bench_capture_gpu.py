@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from bench.bench_capture import _full_window_texts
 from bench.common import write
 
 MAX_LENGTH = 256
@@ -32,18 +33,8 @@ DEVICE = "cuda"
 
 
 def _texts(tokenizer_model: Any, n: int, fill: int) -> list[str]:
-    from workers.data.loaders import load_bundled
-    from workers.data.text import pair_texts
-    from workers.models.scoring import tokenize
-
-    out: list[str] = []
-    for p in load_bundled():
-        texts = list(pair_texts(p))
-        out.extend(t for t, ids in zip(texts, tokenize(tokenizer_model, texts, fill), strict=True)
-                   if len(ids) >= fill)
-        if len(out) >= n:
-            return out[:n]
-    raise RuntimeError(f"only {len(out)} bundled texts fill {fill} tokens; {n} needed")
+    """Bundled texts of any split that fill `fill` tokens (the GPU runs need more than the training split)."""
+    return _full_window_texts(tokenizer_model, n, fill, train_only=False)
 
 
 def _agreement(strict: bool) -> dict[str, Any]:
