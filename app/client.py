@@ -1,19 +1,28 @@
 """How the CLI reaches the product: the running server's HTTP API, or an embedded instance.
 
 The DuckDB file has one owner. When a server is up the CLI talks to it; when none is, the CLI
-builds the same services in-process for the duration of the command.
+builds the same services in-process for the duration of the command. Either way every call goes
+through the API's routes, so the CLI never reimplements a service. Importing this module loads
+neither the services nor torch: the embedded instance is built only when no server answers.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from app.jobs.routes import job_out
-from app.jobs.service import JobError
-from app.settings import Settings
+from app.core.settings import Settings
+
+
+class ApiError(RuntimeError):
+    """The API refused a request (or none could be reached); `status` is the HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Backend(Protocol):
@@ -22,6 +31,9 @@ class Backend(Protocol):
     def jobs(self, status: str | None, kind: str | None, limit: int) -> list[dict[str, Any]]: ...
     def cancel(self, job_id: str) -> dict[str, Any]: ...
     def retry(self, job_id: str) -> dict[str, Any]: ...
+    def upload_dataset(self, path: Path, fmt: str = "auto", name: str | None = None,
+                       objective: str | None = None) -> dict[str, Any]: ...
+    def datasets(self) -> list[dict[str, Any]]: ...
     def get(self, path: str) -> Any: ...
     def close(self) -> None: ...
 
@@ -37,7 +49,7 @@ class HttpBackend:
                 detail = r.json().get("detail", r.text)
             except (ValueError, AttributeError):
                 detail = r.text
-            raise JobError(str(detail), r.status_code)
+            raise ApiError(detail if isinstance(detail, str) else json.dumps(detail), r.status_code)
         return r.json()
 
     def submit(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +68,17 @@ class HttpBackend:
     def retry(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/api/jobs/{job_id}/retry")  # type: ignore[no-any-return]
 
+    def upload_dataset(self, path: Path, fmt: str = "auto", name: str | None = None,
+                       objective: str | None = None) -> dict[str, Any]:
+        """POST the file to /api/datasets; the answer's `source` (`dataset:<id>`) names it in job params."""
+        form = {k: v for k, v in {"format": fmt, "name": name, "objective": objective}.items() if v is not None}
+        with path.open("rb") as f:
+            return self._call("POST", "/api/datasets", files={"file": (path.name, f)},  # type: ignore[no-any-return]
+                              data=form)
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/api/datasets")  # type: ignore[no-any-return]
+
     def get(self, path: str) -> Any:
         return self._call("GET", path)
 
@@ -63,7 +86,7 @@ class HttpBackend:
         self.http.close()
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(HttpBackend):
     """The same services the server uses, in this process; the API's routes are reused via TestClient."""
 
     def __init__(self, settings: Settings) -> None:
@@ -73,11 +96,7 @@ class EmbeddedBackend:
 
         self._tc = TestClient(create_app(settings))
         self._tc.__enter__()
-        self._http = HttpBackend.__new__(HttpBackend)
-        self._http.http = self._tc  # type: ignore[assignment]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._http, name)
+        self.http = self._tc
 
     def close(self) -> None:
         self._tc.__exit__(None, None, None)
@@ -92,12 +111,12 @@ def connect(settings: Settings, url: str | None = None, embedded: bool | None = 
             return HttpBackend(base)
         except httpx.HTTPError:
             if embedded is False:
-                raise JobError(f"no server answers at {base}; start one with `tension serve`", 503) from None
-    return EmbeddedBackend(settings)  # type: ignore[return-value]
+                raise ApiError(f"no server answers at {base}; start one with `tension serve`", 503) from None
+    return EmbeddedBackend(settings)
 
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=str)
 
 
-__all__ = ["Backend", "HttpBackend", "EmbeddedBackend", "connect", "dumps", "job_out"]
+__all__ = ["ApiError", "Backend", "EmbeddedBackend", "HttpBackend", "connect", "dumps"]

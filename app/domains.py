@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from app.jobs.service import KindHandlers
-from workers.specs import JobKind
+from workers.contract.vocab import JobKind
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 
 def register_job_kinds(services: Services) -> None:

@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from app.jobs.service import JobError
-from app.services import Services
-from app.settings import Settings, get_settings
+from app.core.errors import AppError
+from app.core.services import Services
+from app.core.settings import Settings, get_settings
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
 
     app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan)
 
-    @app.exception_handler(JobError)
-    async def job_error(request: Request, exc: JobError) -> Response:
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, exc: AppError) -> Response:
         return _error(request, exc.status, str(exc))
 
     @app.exception_handler(RequestValidationError)

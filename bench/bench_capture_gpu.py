@@ -82,7 +82,7 @@ def _smollm2_shaped() -> tuple[Any, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from workers.models.architectures import get_architecture
+    from workers.models.arch import get_architecture
     from workers.models.registry import LoadedModel, configure_tokenizer, load_tokenizer
 
     tok = configure_tokenizer(load_tokenizer("tiny-llama"), decoder=True)

@@ -54,7 +54,7 @@ def run(toggles: int = 10, full_toggles: int | None = None) -> dict[str, Any]:
     from workers.ablation.live import LiveAblationSession
     from workers.data.loaders import load_dataset
     from workers.models.registry import load_reward_model
-    from workers.specs import DatasetRef
+    from workers.contract.jobs import DatasetRef
 
     load_start = os.getloadavg()
     loaded = load_reward_model(MODEL, device="cpu")

@@ -47,7 +47,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 def make_settings(tmp_path: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     base: dict[str, object] = {"data_dir": tmp_path / "var", "concurrency": 2, "device": "cpu"}
     base.update(overrides)

@@ -1,3 +1,4 @@
-"""Compute plane: every model, tensor and dataset operation. Never imports `app`."""
+"""Compute plane: every model, tensor and dataset operation. Never imports `app`.
 
-CODE_VERSION = "0.1.0"
+Its code version (the hash of these sources in every result key) is `workers.contract.version`.
+"""

@@ -1,38 +1,55 @@
-"""Live-ablation worker: `python -m workers.live`, JSON lines on stdin/stdout.
+"""Live-ablation worker: `python -m workers.live`, the typed protocol of `workers.contract.live` as JSON lines.
 
-The first line configures the session (checkpoint, probe set); each following line is a toggle.
+The first line is a `LiveSessionConfig` (checkpoint, probe set); each following line a `LiveToggleRequest`.
 Keeping the RM and its probe set warm in this process is what makes toggles interactive.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import sys
 import traceback
-from typing import Any
+from typing import Any, TextIO
 
-from workers.specs import DatasetRef, checkpoint_dir
+from pydantic import BaseModel, ValidationError
+
+from workers.contract.artifacts import checkpoint_key, key_of
+from workers.contract.live import LiveAnswer, LiveError, LiveReady, LiveSessionConfig, LiveToggleRequest
+from workers.storage import ArtifactStore
 
 
-def _session(config: dict[str, Any]) -> Any:
+def open_session(config: LiveSessionConfig) -> Any:
     import numpy as np
 
     from workers.ablation.live import LiveAblationSession
     from workers.data.loaders import load_dataset
     from workers.models.registry import load_reward_model, read_checkpoint_meta
 
-    ck_dir = checkpoint_dir(config["artifact_root"], config["checkpoint"])
+    store = ArtifactStore(config.store_url)
+    ck_dir = store.local_dir(checkpoint_key(config.checkpoint))
     meta = read_checkpoint_meta(ck_dir)
-    loaded = load_reward_model(str(meta.get("base_model", "")), checkpoint_dir=str(ck_dir),
-                               device=config.get("device", "auto"))
-    ref = DatasetRef.model_validate(config.get("probe", {"source": "bundled", "split": "test", "limit": 64}))
-    pairs = load_dataset(ref)
+    loaded = load_reward_model(str(meta.get("base_model", "")), checkpoint_dir=str(ck_dir), device=config.device)
     by_objective: dict[str, list[Any]] = {}
-    for p in pairs:
+    for p in load_dataset(config.probe, store=store):
         by_objective.setdefault(p.objective, []).append(p)
-    means = np.asarray(config["means"]) if config.get("means") is not None else None
-    return LiveAblationSession(loaded, by_objective, max_length=int(config.get("max_length", 128)), means=means,
-                               hook_point=config.get("hook_point", "down_proj_input"))
+    means = None
+    if config.means is not None:
+        with np.load(io.BytesIO(store.read_bytes(key_of(config.means)))) as data:
+            means = data["means"]
+    return LiveAblationSession(loaded, by_objective, max_length=config.max_length, means=means,
+                               hook_point=config.hook)
+
+
+def _send(out: TextIO, message: BaseModel) -> None:
+    out.write(message.model_dump_json() + "\n")
+    out.flush()
+
+
+def _error(exc: Exception) -> LiveError:
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return LiveError(error="invalid request: " + "; ".join(parts))
+    return LiveError(error=f"{type(exc).__name__}: {exc}")
 
 
 def main() -> int:
@@ -42,24 +59,19 @@ def main() -> int:
     if not first:
         return 0
     try:
-        session = _session(json.loads(first))
-        out.write(json.dumps({"ready": True, **session.info()}, default=float) + "\n")
+        session = open_session(LiveSessionConfig.model_validate_json(first))
+        _send(out, LiveReady.model_validate(session.info()))
     except Exception as exc:
         traceback.print_exc()
-        out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-        out.flush()
+        _send(out, _error(exc))
         return 1
-    out.flush()
     for line in sys.stdin:
         try:
-            req = json.loads(line)
-            neurons = {int(k): v for k, v in (req.get("neurons") or {}).items()}
-            ans = session.toggle(neurons, mode=req.get("mode", "zero"), factor=float(req.get("factor", 0.0)),
-                                 path=req.get("path", "fast"))
-            out.write(json.dumps(ans, default=float) + "\n")
+            req = LiveToggleRequest.model_validate_json(line)
+            ans = session.toggle(req.neurons.layers, mode=req.mode, factor=req.factor, path=req.path)
+            _send(out, LiveAnswer.model_validate(ans))
         except Exception as exc:  # a bad request must not kill the warm session
-            out.write(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
-        out.flush()
+            _send(out, _error(exc))
     return 0
 
 

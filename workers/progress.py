@@ -1,19 +1,20 @@
-"""Progress and heartbeat reporting through a file, so it works for local processes and Ray alike."""
+"""Progress and heartbeat reporting through the artifact store, so it works for local processes and Ray alike."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from pathlib import Path
 from typing import Any
+
+from workers.contract.artifacts import PROGRESS_FILE, ProgressReport
+from workers.storage import ArtifactStore
 
 
 class Progress:
-    """Write `progress.json` atomically; the API polls it. Throttled to avoid disk churn."""
+    """Write `<job>/progress.json` (a `ProgressReport`) atomically; the API polls it. Throttled."""
 
-    def __init__(self, path: str | Path | None, min_interval: float = 0.5) -> None:
-        self.path = Path(path) if path else None
+    def __init__(self, store: ArtifactStore | None, job_prefix: str = "", min_interval: float = 0.5) -> None:
+        self.store = store
+        self.key = f"{job_prefix}/{PROGRESS_FILE}" if job_prefix else PROGRESS_FILE
         self.min_interval = min_interval
         self._last = 0.0
         self.metrics: dict[str, Any] = {}
@@ -27,20 +28,23 @@ class Progress:
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
-        if self.path is None:
+        if self.store is None:
             return
-        payload = {
-            "fraction": max(0.0, min(1.0, float(fraction))),
-            "message": message,
-            "heartbeat": now,
-            "metrics": self.metrics,
-        }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, default=float))
-        os.replace(tmp, self.path)
+        report = ProgressReport(fraction=max(0.0, min(1.0, float(fraction))), message=message, heartbeat=now,
+                                metrics={k: _plain(v) for k, v in self.metrics.items()})
+        self.store.write_bytes(self.key, report.model_dump_json().encode())
 
     def sub(self, start: float, end: float) -> SubProgress:
         return SubProgress(self, start, end)
+
+
+def _plain(v: Any) -> float | int | str | None:
+    if v is None or isinstance(v, int | float | str):
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 class SubProgress:

@@ -1,19 +1,25 @@
-"""Dispatch a job spec to its capability; write manifest.json on success, error.json on failure."""
+"""Run a job spec: dispatch to its kind, heartbeat, write manifest.json on success, error.json on failure.
+
+Everything goes through the artifact store named in the spec, so the same runner works in a local
+process and on a Ray node that shares no disk with the API.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 
+import fsspec
+
+from workers.contract.artifacts import ERROR_FILE, MANIFEST_FILE, ErrorReport, ResultManifest
+from workers.contract.jobs import JobSpec
+from workers.contract.vocab import JobKind
+from workers.jobs.io import JobIO
 from workers.progress import Progress
-from workers.specs import JobKind, JobSpec, ResultManifest, checkpoint_dir  # noqa: F401 (re-export)
 
-Capability = Callable[[JobSpec, Progress], ResultManifest]
+Capability = Callable[[JobIO, Progress], ResultManifest]
 
 
 def _capabilities() -> dict[JobKind, Capability]:
@@ -29,37 +35,44 @@ def _heartbeat(progress: Progress, stop: threading.Event, every: float = 5.0) ->
 
 
 def run(spec: JobSpec) -> ResultManifest:
-    out = Path(spec.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = Progress(out / "progress.json")
+    job = JobIO(spec)
+    progress = Progress(job.store, spec.output)
     progress.update(0.0, "starting", force=True)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(progress, stop), daemon=True)
     beat.start()
     try:
-        manifest = _capabilities()[spec.kind](spec, progress)
+        manifest = _capabilities()[spec.kind](job, progress)
     finally:
         stop.set()
     progress.update(1.0, "done", force=True)
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(manifest.model_dump_json(indent=2))
-    os.replace(tmp, out / "manifest.json")
+    job.store.write_bytes(f"{spec.output}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode())
     return manifest
+
+
+def read_spec(location: str) -> JobSpec:
+    """A spec from a local file or any fsspec URL."""
+    with fsspec.open(location, "rb") as f:
+        return JobSpec.model_validate_json(f.read())
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m workers SPEC_FILE", flush=True)
+        print("usage: python -m workers SPEC (a spec.json path or fsspec URL)", flush=True)
         return 2
-    spec = JobSpec.model_validate_json(Path(argv[0]).read_text())
+    spec = read_spec(argv[0])
     started = time.time()
+    from workers.contract.version import code_version
+
     try:
+        if spec.code_version != code_version():
+            raise RuntimeError(f"this worker runs code {code_version()}, the job was keyed for {spec.code_version}; "
+                               "deploy the API's worker code to this machine")
         run(spec)
     except Exception as exc:  # report the cause to the API, not just a dead process
         traceback.print_exc()
-        (Path(spec.output_dir) / "error.json").write_text(
-            json.dumps({"error": f"{type(exc).__name__}: {exc}", "elapsed_s": time.time() - started})
-        )
+        report = ErrorReport(error=f"{type(exc).__name__}: {exc}", elapsed_s=time.time() - started)
+        JobIO(spec).store.write_bytes(f"{spec.output}/{ERROR_FILE}", report.model_dump_json().encode())
         return 1
     print(f"job {spec.job_id} finished in {time.time() - started:.1f} s", flush=True)
     return 0

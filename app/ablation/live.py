@@ -6,7 +6,6 @@ toggle with the per-objective shift. Processes are kept in a small LRU pool and 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,13 +13,27 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from app.jobs.service import JobError
+from pydantic import BaseModel, ValidationError
+
+from app.core.errors import BadGateway, Invalid, Unavailable
+from workers.contract.live import LiveAnswer, LiveError, LiveReady, LiveSessionConfig, LiveToggleRequest
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class LiveTimedAnswer(BaseModel):
+    """A worker's answer and the round trip the API measured around it."""
+
+    answer: LiveAnswer
+    roundtrip_ms: float
 
 
 class LiveWorker:
-    def __init__(self, config: dict[str, Any], python: str | None = None, start_timeout: float = 300.0) -> None:
+    """One `python -m workers.live` process speaking the typed protocol of `workers.contract.live`."""
+
+    def __init__(self, config: LiveSessionConfig, python: str | None = None, start_timeout: float = 300.0) -> None:
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
         self.proc = subprocess.Popen(
@@ -28,17 +41,18 @@ class LiveWorker:
             stderr=subprocess.DEVNULL, text=True, bufsize=1, cwd=str(root), env=env, start_new_session=True)
         self.lock = threading.Lock()
         self.config = config
-        self.info = self._call(config, timeout=start_timeout)
-        if "error" in self.info:
+        first = self._call(config, LiveReady, timeout=start_timeout)
+        if isinstance(first, LiveError):
             self.close()
-            raise JobError(f"live ablation worker could not start: {self.info['error']}", 400)
+            raise Invalid(f"live ablation worker could not start: {first.error}")
+        self.info: LiveReady = first
 
-    def _call(self, payload: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    def _call(self, payload: BaseModel, answer: type[M], timeout: float = 120.0) -> M | LiveError:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         with self.lock:
             if self.proc.poll() is not None:
-                raise JobError("live ablation worker is not running", 503)
-            self.proc.stdin.write(json.dumps(payload) + "\n")
+                raise Unavailable("live ablation worker is not running")
+            self.proc.stdin.write(payload.model_dump_json() + "\n")
             self.proc.stdin.flush()
             result: list[str] = []
             reader = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()))  # type: ignore[union-attr]
@@ -46,16 +60,21 @@ class LiveWorker:
             reader.join(timeout)
             if not result or not result[0]:
                 self.close()
-                raise JobError("live ablation worker did not answer", 503)
-            return json.loads(result[0])  # type: ignore[no-any-return]
+                raise Unavailable("live ablation worker did not answer")
+        try:
+            return answer.model_validate_json(result[0])
+        except ValidationError:
+            try:
+                return LiveError.model_validate_json(result[0])
+            except ValidationError as exc:
+                raise BadGateway(f"live ablation worker sent an unexpected message: {exc}") from exc
 
-    def toggle(self, request: dict[str, Any]) -> dict[str, Any]:
+    def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer:
         started = time.perf_counter()
-        out = self._call({"op": "toggle", **request})
-        if "error" in out:
-            raise JobError(out["error"], 400)
-        out["roundtrip_ms"] = 1000 * (time.perf_counter() - started)
-        return out
+        out = self._call(request, LiveAnswer)
+        if isinstance(out, LiveError):
+            raise Invalid(out.error)
+        return LiveTimedAnswer(answer=out, roundtrip_ms=1000 * (time.perf_counter() - started))
 
     @property
     def alive(self) -> bool:
@@ -74,7 +93,7 @@ class LivePool:
         self._workers: OrderedDict[str, LiveWorker] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, config: dict[str, Any]) -> LiveWorker:
+    def get(self, key: str, config: LiveSessionConfig) -> LiveWorker:
         with self._lock:
             w = self._workers.get(key)
             if w is not None and w.alive:

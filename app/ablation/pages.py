@@ -19,10 +19,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.ablation import service
 from app.ablation.routes import live_pool
-from app.jobs.service import JobError
+from app.core.errors import Invalid, NotFound
+from app.core.services import Services, get_services
 from app.neurons import service as neurons
 from app.neurons.routes import dashboard_url, json_safe, neuron_url
-from app.services import Services, get_services
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -51,9 +51,9 @@ def _num(text: str | None, name: str, kind: type, default: Any = None) -> Any:
         value = kind(str(text).strip())
     except ValueError:
         what = "whole number" if kind is int else "number"
-        raise JobError(f"{name} must be a {what}, got {text!r}", 400) from None
+        raise Invalid(f"{name} must be a {what}, got {text!r}") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise JobError(f"{name} must be a finite number, got {text!r}", 400)
+        raise Invalid(f"{name} must be a finite number, got {text!r}")
     return value
 
 
@@ -212,7 +212,7 @@ def dashboard_panel(request: Request, base_model: str, p: str = "10", stat: str 
     seed_num = _num(seed, "seed", int, 0)
     captures = _captures(services, base_model, hook)
     if not captures:
-        raise JobError(f"no capture of base model {base_model!r} at hook {hook!r}", 404)
+        raise NotFound(f"no capture of base model {base_model!r} at hook {hook!r}")
     n_layers = max(int(r["n_layers"]) for r in captures)
     from_url = ck is not None
     ck = ck or _default_checkpoint(captures, seed_num)
@@ -234,7 +234,7 @@ def neuron_panel(request: Request, model: str, layer: int, index: int, hook: str
     """The neuron page's toggle: switch this one neuron off in any captured RM of the base model."""
     captures = _captures(services, model, hook)
     if not captures:
-        raise JobError(f"no capture of base model {model!r} at hook {hook!r}", 404)
+        raise NotFound(f"no capture of base model {model!r} at hook {hook!r}")
     from_url = ck is not None
     ck = ck or _default_checkpoint(captures, 0)
     neurons_json = f'{{"{layer}": [{index}]}}'
@@ -324,9 +324,9 @@ def queue_full(request: Request, checkpoint: str = Form(...), neurons: str = For
     'single', with layer-matched random controls); answer the job's live progress fragment."""
     chosen = service.checked_toggle_neurons(services, checkpoint, neurons_json=neurons)
     if not any(chosen.values()):
-        raise JobError("nothing to ablate: the toggle selects no neurons", 400)
+        raise Invalid("nothing to ablate: the toggle selects no neurons")
     if mode not in MODES:
-        raise JobError(f"unknown mode {mode!r}; one of {', '.join(MODES)}", 400)
+        raise Invalid(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
     params = service.single_params(checkpoint, chosen, mode, _num(factor, "factor", float, 0.0))
     job, cached = services.jobs.submit("ablate", params)
     return templates.TemplateResponse(request, "partials/job_status.html", {"job": job, "cached": cached})

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from app.ablation import service
-from app.jobs.service import JobError
-from app.services import Services, get_services
+from app.core.errors import NotFound
+from app.core.services import Services, get_services
 
 router = APIRouter(tags=["ablation"])
 
@@ -41,5 +41,5 @@ def list_runs(checkpoint: str | None = None, services: Services = Depends(get_se
 def result(result_key: str, services: Services = Depends(get_services)) -> dict[str, Any]:
     out = service.results(services, result_key)
     if not out["rows"]:
-        raise JobError(f"no ablation result with key {result_key!r}", 404)
+        raise NotFound(f"no ablation result with key {result_key!r}")
     return out

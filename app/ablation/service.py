@@ -14,36 +14,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.jobs.service import JobError
+from app.core.checks import check_checkpoint, load_checked_dataset, resolve_dataset
+from app.core.errors import AppError, Invalid, NotFound
 from app.neurons import service as neurons
-from app.validation import check_checkpoint, load_checked_dataset, resolve_dataset
+from workers.contract.artifacts import artifact_uri
+from workers.contract.jobs import AblateParams, NeuronIndexSet
+from workers.contract.live import LiveSessionConfig, LiveToggleRequest, default_probe
+from workers.contract.vocab import SINGLE_REGIMES, AblationMode, Experiment, HookPoint, LivePath, Regime
 from workers.neurons import selection as sel
-from workers.specs import AblateParams
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 
 def write_inputs(services: Services, arrays: dict[str, np.ndarray]) -> str:
-    """Store arrays as inputs/<sha>.npz in the artifact store; return the path relative to its root."""
+    """Store arrays as inputs/<sha>.npz in the artifact store; return its artifact URI."""
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in sorted(arrays.items())})  # type: ignore[arg-type]
     data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()[:24]
-    rel = f"inputs/{digest}.npz"
-    path = services.settings.resolved_artifact_dir / rel
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return rel
+    key = f"inputs/{hashlib.sha256(data).hexdigest()[:24]}.npz"
+    store = services.settings.artifact_store_client()
+    if not store.exists(key):
+        store.write_bytes(key, data)
+    return artifact_uri(key)
 
 
 def _own_scores(services: Services, checkpoint: str, hook: str) -> dict[str, np.ndarray]:
     out = {"magnitude": neurons.scores(services, checkpoint, "A", "own", hook),
            "means": neurons.scores(services, checkpoint, "A", "all", hook)}
-    with contextlib.suppress(JobError):  # no base model at capture: experiment A has no change curve
+    with contextlib.suppress(AppError):  # no base model at capture: experiment A has no change curve
         out["change"] = neurons.scores(services, checkpoint, "C", "own", hook)
     return {k: np.nan_to_num(v) for k, v in out.items()}
 
@@ -52,30 +51,30 @@ def prepare_ablate(services: Services, params: AblateParams) -> str:
     ck = check_checkpoint(services, params.checkpoint)
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
-    hook = str(params.extra.get("hook_point", "down_proj_input"))
+    hook = params.hook
     arrays: dict[str, np.ndarray] = {}
-    if params.experiment == "single":
-        if params.neuron_set is None and params.extra.get("set_name"):
-            ns = neurons.get_set(services, str(params.extra["set_name"]))
-            params.neuron_set = {str(k): v for k, v in ns.neurons.items()}
-        if not params.neuron_set:
-            raise JobError("a single ablation needs neuron_set {layer: [indices]} or extra.set_name", 400)
-        if params.mode == "mean":
+    if params.experiment == Experiment.single:
+        if params.neuron_set is None and params.set_name:
+            ns = neurons.get_set(services, params.set_name)
+            params.neuron_set = NeuronIndexSet.model_validate(ns.neurons)
+        if not params.neuron_set or not params.neuron_set.size():
+            raise Invalid("a single ablation needs neuron_set {layer: [indices]} or set_name")
+        if params.mode == AblationMode.mean:
             arrays["means"] = _own_scores(services, ck.id, hook)["means"]
     else:
         arrays.update(_own_scores(services, ck.id, hook))
-    if params.experiment == "C":
-        if ck.regime != "mixed":
-            raise JobError(f"experiment C ablates the mixed RM; checkpoint {ck.id} is {ck.regime}", 400)
+    if params.experiment == Experiment.C:
+        if ck.regime != Regime.mixed:
+            raise Invalid(f"experiment C ablates the mixed RM; checkpoint {ck.id} is {ck.regime}")
         cks = neurons.regime_checkpoints(services, ck.base_model, ck.seed, hook)
-        for regime in ("helpful", "harmless"):
+        for regime in SINGLE_REGIMES:
             if regime not in cks:
-                raise JobError(f"experiment C needs a captured {regime} RM of {ck.base_model} seed {ck.seed}", 404)
+                raise NotFound(f"experiment C needs a captured {regime} RM of {ck.base_model} seed {ck.seed}")
             arrays[f"{regime}_magnitude"] = np.nan_to_num(neurons.scores(services, cks[regime], "A", "own", hook))
-        params.extra["helpful_checkpoint"] = cks["helpful"]
-        params.extra["harmless_checkpoint"] = cks["harmless"]
+        params.helpful_checkpoint = cks[Regime.helpful]
+        params.harmless_checkpoint = cks[Regime.harmless]
     if arrays:
-        params.extra["inputs"] = write_inputs(services, arrays)
+        params.inputs = write_inputs(services, arrays)
     return revision
 
 
@@ -83,7 +82,7 @@ def mask_from_request(shape: tuple[int, int], neurons_by_layer: dict[str, list[i
     try:
         return sel.dict_to_mask({int(k): v for k, v in neurons_by_layer.items()}, shape)
     except ValueError as exc:
-        raise JobError(str(exc), 400) from exc
+        raise Invalid(str(exc)) from exc
 
 
 def results(services: Services, result_key: str) -> dict[str, Any]:
@@ -95,14 +94,14 @@ def results(services: Services, result_key: str) -> dict[str, Any]:
 
 
 def live_config(services: Services, checkpoint: str, probe_limit: int = 64, max_length: int = 128,
-                hook: str = "down_proj_input") -> dict[str, Any]:
+                hook: str = HookPoint.down_proj_input) -> LiveSessionConfig:
     ck = check_checkpoint(services, checkpoint)
     means = None
-    with contextlib.suppress(JobError):  # not captured: zero/scale still work, mean mode says so
-        means = np.nan_to_num(neurons.scores(services, ck.id, "A", "all", hook)).tolist()
-    return {"artifact_root": str(services.settings.resolved_artifact_dir), "checkpoint": ck.id,
-            "probe": {"source": "bundled", "split": "test", "limit": probe_limit}, "max_length": max_length,
-            "means": means, "hook_point": hook, "device": services.settings.device}
+    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
+        means = write_inputs(services, {"means": np.nan_to_num(neurons.scores(services, ck.id, "A", "all", hook))})
+    return LiveSessionConfig(store_url=services.settings.resolved_artifact_store, checkpoint=ck.id,
+                             probe=default_probe(probe_limit), max_length=max_length, means=means,
+                             hook=HookPoint(hook), device=services.settings.device)
 
 
 def resolve_toggle_neurons(services: Services, checkpoint: str, *, neurons_json: str | None = None,
@@ -119,16 +118,16 @@ def resolve_toggle_neurons(services: Services, checkpoint: str, *, neurons_json:
             raw = json.loads(neurons_json)
             chosen = {str(int(k)): sorted({int(i) for i in v}) for k, v in raw.items()}
         except (ValueError, TypeError, AttributeError) as exc:
-            raise JobError(f"neurons must be JSON like {{\"3\": [1, 2]}}: {exc}", 400) from exc
+            raise Invalid(f"neurons must be JSON like {{\"3\": [1, 2]}}: {exc}") from exc
     elif set_name:
         chosen = {str(k): list(v) for k, v in neurons.get_set(services, set_name).neurons.items()}
     elif part:
         ov = neurons.overlap(services, ck.base_model, p, stat, seed, hook, shared)  # type: ignore[arg-type]
         if part not in ov["masks"]:
-            raise JobError(f"unknown part {part!r}; one of {sorted(ov['masks'])}", 400)
+            raise Invalid(f"unknown part {part!r}; one of {sorted(ov['masks'])}")
         chosen = {str(k): v for k, v in sel.mask_to_dict(ov["masks"][part]).items()}
     else:
-        raise JobError("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...", 400)
+        raise Invalid("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...")
     if layer is not None:
         chosen = {k: v for k, v in chosen.items() if int(k) == layer}
     return chosen
@@ -137,16 +136,21 @@ def resolve_toggle_neurons(services: Services, checkpoint: str, *, neurons_json:
 def live_toggle(services: Services, pool: Any, checkpoint: str, chosen: dict[str, list[int]], mode: str = "zero",
                 factor: float = 0.0, probe_limit: int = 64, path: str = "fast") -> dict[str, Any]:
     if mode not in ("zero", "mean", "scale"):
-        raise JobError(f"unknown mode {mode!r}; one of zero, mean, scale", 400)
+        raise Invalid(f"unknown mode {mode!r}; one of zero, mean, scale")
     if path not in ("fast", "full"):
-        raise JobError("path must be fast or full", 400)
+        raise Invalid("path must be fast or full")
     if not 1 <= probe_limit <= 512:
-        raise JobError("probe_limit must be within 1..512 pairs per objective", 400)
+        raise Invalid("probe_limit must be within 1..512 pairs per objective")
     config = live_config(services, checkpoint, probe_limit)
-    if mode == "mean" and config["means"] is None:
-        raise JobError("mean ablation needs this RM's capture (its per-neuron means); run a capture first", 400)
+    if mode == "mean" and config.means is None:
+        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
     worker = pool.get(f"{checkpoint}:{probe_limit}", config)
-    ans = worker.toggle({"neurons": chosen, "mode": mode, "factor": factor, "path": path})
+    timed = worker.toggle(LiveToggleRequest(neurons=NeuronIndexSet.model_validate(chosen), mode=AblationMode(mode),
+                                            factor=factor, path=LivePath(path)))
+    ans = timed.answer.model_dump(mode="json")
+    if ans["ablation"].get("factor") is None:
+        ans["ablation"].pop("factor")
+    ans["roundtrip_ms"] = timed.roundtrip_ms
     ans["n_neurons"] = sum(len(v) for v in chosen.values())
     ans["neurons"] = chosen
     return ans
@@ -187,28 +191,28 @@ def checked_toggle_neurons(services: Services, checkpoint: str, *, neurons_json:
     ck = check_checkpoint(services, checkpoint)
     if part and not (neurons_json or set_name):
         if part not in TOGGLE_PARTS:
-            raise JobError(f"unknown part {part!r}; one of {', '.join(TOGGLE_PARTS)}", 400)
+            raise Invalid(f"unknown part {part!r}; one of {', '.join(TOGGLE_PARTS)}")
         if not (math.isfinite(p) and 0 <= p <= 100):
-            raise JobError(f"p must be a percentage within [0, 100], got {p}", 400)
+            raise Invalid(f"p must be a percentage within [0, 100], got {p}")
         if stat not in TOGGLE_STATS:
-            raise JobError(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)", 400)
+            raise Invalid(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)")
         if shared not in TOGGLE_SHARED:
-            raise JobError(f"unknown shared mode {shared!r}; one of {', '.join(TOGGLE_SHARED)}", 400)
+            raise Invalid(f"unknown shared mode {shared!r}; one of {', '.join(TOGGLE_SHARED)}")
     shape = toggle_shape(services, ck.id, hook)
     if layer is not None and (layer < 0 or (shape is not None and layer >= shape[0])):
         top = f"0-{shape[0] - 1}" if shape else "from 0"
-        raise JobError(f"layer {layer} out of range: {ck.base_model} has layers {top}", 404)
+        raise NotFound(f"layer {layer} out of range: {ck.base_model} has layers {top}")
     chosen = resolve_toggle_neurons(services, ck.id, neurons_json=neurons_json, set_name=set_name, part=part, p=p,
                                     stat=stat, seed=seed, shared=shared, layer=layer, hook=hook)
     for k, idx in chosen.items():
         li = int(k)
         if li < 0 or (shape is not None and li >= shape[0]):
             top = f"0-{shape[0] - 1}" if shape else "from 0"
-            raise JobError(f"layer {li} out of range: {ck.base_model} has layers {top}", 404)
+            raise NotFound(f"layer {li} out of range: {ck.base_model} has layers {top}")
         bad = [i for i in idx if i < 0 or (shape is not None and i >= shape[1])]
         if bad:
             top = f"0-{shape[1] - 1}" if shape else "from 0"
-            raise JobError(f"neuron {bad[0]} of layer {li} out of range: neurons are {top}", 404)
+            raise NotFound(f"neuron {bad[0]} of layer {li} out of range: neurons are {top}")
     return chosen
 
 
@@ -223,7 +227,7 @@ def single_params(checkpoint: str, chosen: dict[str, list[int]], mode: str = "ze
 
 def run_record(services: Services, result_key: str) -> dict[str, Any] | None:
     """The metadata row of a finished result (the job's normalised parameters, its job id)."""
-    from app.db import Run
+    from app.core.db import Run
 
     with services.db.session() as s:
         run = s.get(Run, result_key)
@@ -245,7 +249,7 @@ def checkpoint_info(services: Services, ids: list[str]) -> dict[str, dict[str, A
     """base model, regime and seed of each checkpoint id (those the metadata database knows)."""
     from sqlalchemy import select
 
-    from app.db import Checkpoint
+    from app.core.db import Checkpoint
 
     if not ids:
         return {}

@@ -4,8 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
+from app.core.services import Services, get_services
 from app.datasets import service
-from app.services import Services, get_services
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 

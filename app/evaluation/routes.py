@@ -13,11 +13,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app.core.db import Job
+from app.core.errors import AppError, Invalid, NotFound
+from app.core.services import Services, get_services
 from app.datasets import service as datasets
-from app.db import Job
 from app.evaluation import service
-from app.jobs.service import JobError
-from app.services import Services, get_services
 from app.web.templating import templates
 from workers.models.names import REGISTERED_MODELS
 
@@ -39,14 +39,14 @@ def _type_label(subset_type: str | None) -> str:
 def _checkpoint_or_404(services: Services, checkpoint_id: str) -> Any:
     ck = service.get_checkpoint(services, checkpoint_id)
     if ck is None:
-        raise JobError(f"unknown checkpoint {checkpoint_id!r}; list them at /api/lab/checkpoints", 404)
+        raise NotFound(f"unknown checkpoint {checkpoint_id!r}; list them at /api/lab/checkpoints")
     return ck
 
 
 def _evaluation_or_404(services: Services, key: str) -> Any:
     run = service.evaluation_run(services, key)
     if run is None:
-        raise JobError(f"no stored evaluation with key {key!r}; list them at /api/lab/evaluations", 404)
+        raise NotFound(f"no stored evaluation with key {key!r}; list them at /api/lab/evaluations")
     return run
 
 
@@ -98,7 +98,7 @@ def api_flips(result_key: str, a: str = Query(..., description="checkpoint id"),
     covered = set(run.params.get("checkpoints", []))
     for ck in (a, b):
         if ck not in covered:
-            raise JobError(f"checkpoint {ck!r} is not part of evaluation {result_key!r}", 404)
+            raise NotFound(f"checkpoint {ck!r} is not part of evaluation {result_key!r}")
     counts = service.flip_counts(services, result_key, a, b)
     items = service.flipped_items(services, result_key, a, b, min(max(limit, 1), 10_000))
     return {"result_key": result_key, "a": a, "b": b, **counts, "items": service.finite(items)}
@@ -117,9 +117,9 @@ def _comparison(services: Services, base_model: str, seed: int | None, key: str 
     if data is None:
         known = ", ".join(service.base_models(services)) or "none yet"
         what = f"base model {base_model!r}" + (f" with seed {seed}" if seed is not None else "")
-        raise JobError(f"no checkpoints for {what}; trained base models: {known}", 404)
+        raise NotFound(f"no checkpoints for {what}; trained base models: {known}")
     if key and not data["evaluated"]:
-        raise JobError(f"evaluation {key!r} has no results for base model {base_model!r}", 404)
+        raise NotFound(f"evaluation {key!r} has no results for base model {base_model!r}")
     return data
 
 
@@ -301,9 +301,9 @@ def _limit(limit: str) -> int | None:
     try:
         value = int(limit)
     except ValueError as exc:
-        raise JobError(f"pairs per objective must be a whole number, got {limit!r}", 422) from exc
+        raise Invalid(f"pairs per objective must be a whole number, got {limit!r}") from exc
     if value < 1:
-        raise JobError(f"pairs per objective must be at least 1, got {value}", 422)
+        raise Invalid(f"pairs per objective must be at least 1, got {value}")
     return value
 
 
@@ -314,20 +314,20 @@ def launch_train(request: Request, model: str = Form(""), model_text: str = Form
                  services: Services = Depends(get_services)) -> Response:
     name = model_text.strip() or model.strip()
     if not name:
-        raise JobError("choose a model or type a Hugging Face id / local path", 422)
+        raise Invalid("choose a model or type a Hugging Face id / local path")
     dataset: dict[str, Any] = {"source": source, "split": "train"}
     n = _limit(limit)
     if n is not None:
         dataset["limit"] = n
     regimes = list(service.REGIMES) if regime == "all" else [regime]
     launched: list[dict[str, Any]] = []
-    first_error: JobError | None = None
+    first_error: AppError | None = None
     for r in regimes:
         params = {"model": name, "regime": r, "preset": preset, "seed": seed, "dataset": dataset}
         try:
             job, cached = services.jobs.submit("train", params)
             launched.append({"regime": r, "job": job, "cached": cached, "error": None})
-        except JobError as exc:
+        except AppError as exc:
             first_error = first_error or exc
             launched.append({"regime": r, "job": None, "cached": False, "error": str(exc)})
     if first_error is not None and not any(x["job"] for x in launched):
@@ -341,7 +341,7 @@ def launch_evaluate(request: Request, checkpoints: list[str] = Form([]),
                     services: Services = Depends(get_services)) -> Response:
     chosen = [c for c in checkpoints if c.strip()]
     if not chosen:
-        raise JobError("pick at least one checkpoint to evaluate", 422)
+        raise Invalid("pick at least one checkpoint to evaluate")
     dataset: dict[str, Any] = {"source": source, "split": split}
     n = _limit(limit)
     if n is not None:
@@ -369,7 +369,7 @@ def rm_page(request: Request, checkpoint_id: str, eval: str | None = None,
     if eval:
         run = _evaluation_or_404(services, eval)
         if ck.id not in run.params.get("checkpoints", []):
-            raise JobError(f"evaluation {eval!r} did not evaluate checkpoint {ck.id!r}", 404)
+            raise NotFound(f"evaluation {eval!r} did not evaluate checkpoint {ck.id!r}")
         key: str | None = eval
     else:
         key = runs[0].result_key if runs else None
@@ -400,7 +400,7 @@ def compare_page(request: Request, base_model: str, seed: str = "", eval: str = 
         try:
             seed_value = int(seed)
         except ValueError as exc:
-            raise JobError(f"seed must be a whole number, got {seed!r}", 422) from exc
+            raise Invalid(f"seed must be a whole number, got {seed!r}") from exc
     cmp = _comparison(services, base_model, seed_value, eval.strip() or None)
     all_seeds = sorted({c.seed for c in service.checkpoints(services, base_model)})
     figures = {

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from app.db import Checkpoint, Run
-from app.validation import check_checkpoint, load_checked_dataset, resolve_dataset
-from workers.specs import EvaluateParams
+from app.core.checks import check_checkpoint, load_checked_dataset, resolve_dataset
+from app.core.db import Checkpoint, Run
+from workers.contract.jobs import EvaluateParams
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 
 def prepare_evaluate(services: Services, params: EvaluateParams) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.specs import JobSpec
+from workers.contract.jobs import JobSpec
 
 
 @dataclass
@@ -32,7 +32,8 @@ class JobHandle(Protocol):
 class Executor(Protocol):
     name: str
 
-    def start(self, spec: JobSpec, spec_path: Path) -> JobHandle: ...
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> JobHandle:
+        """Run `python -m workers SPEC_URL` somewhere; the spec names the store the worker writes to."""
 
     def adopt(self, pid: int) -> JobHandle | None:
         """Re-attach to a worker started before an API restart, if it is still alive."""
@@ -104,22 +105,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 class LocalExecutor:
-    """`python -m workers SPEC_FILE` in its own session (process group); logs to the job directory."""
+    """`python -m workers SPEC_URL` in its own session (process group); logs to a file on this machine."""
 
     name = "local"
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
 
-    def start(self, spec: JobSpec, spec_path: Path) -> LocalHandle:
-        out = Path(spec.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        log = open(out / "worker.log", "ab")  # noqa: SIM115 - handed to the child
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> LocalHandle:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         try:
             popen = subprocess.Popen(
-                [self.python, "-m", "workers", str(spec_path)],
+                [self.python, "-m", "workers", spec_url],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

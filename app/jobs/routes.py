@@ -4,8 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from app.core.services import Services, get_services
 from app.jobs.schemas import JobCreate, JobOut
-from app.services import Services, get_services
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.specs import JobKind
+from workers.contract.vocab import JobKind
 
 
 class JobCreate(BaseModel):

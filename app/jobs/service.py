@@ -6,9 +6,7 @@ answered from the cache; results reach DuckDB only after the worker exits cleanl
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,10 +18,24 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.db import Database, Job, Run, utcnow
+from app.core.db import Database, Job, Run, utcnow
+from app.core.errors import Conflict, Invalid, NotFound
+from app.core.store import IngestError, StatsStore
 from app.jobs.executor import Executor, JobHandle
-from app.store import IngestError, StatsStore
-from workers.specs import PARAMS_BY_KIND, JobKind, JobSpec, ResultManifest, result_key
+from workers.contract.artifacts import (
+    ERROR_FILE,
+    MANIFEST_FILE,
+    PROGRESS_FILE,
+    SPEC_FILE,
+    ErrorReport,
+    ProgressReport,
+    ResultManifest,
+    job_key,
+)
+from workers.contract.jobs import PARAMS_BY_KIND, JobSpec, Params, result_key
+from workers.contract.version import code_version
+from workers.contract.vocab import JobKind
+from workers.storage import ArtifactStore
 
 log = logging.getLogger("tension.jobs")
 
@@ -31,20 +43,12 @@ ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-class JobError(ValueError):
-    """A request about jobs that cannot be honoured; carries an HTTP status for the route."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass
 class KindHandlers:
     """Per-kind hooks: `prepare` validates params and returns the data revision for the result key;
     `on_success` records domain rows (checkpoints, runs) after ingest."""
 
-    prepare: Callable[[Any], str] = lambda params: ""
+    prepare: Callable[[Any], str] = lambda params: ""  # noqa: E731
     on_success: Callable[[Job, ResultManifest], None] | None = None
 
 
@@ -53,7 +57,8 @@ class JobContext:
     db: Database
     store: StatsStore
     executor: Executor
-    artifact_dir: Path
+    artifacts: ArtifactStore
+    log_dir: Path
     concurrency: int = 1
     device: str = "auto"
     heartbeat_timeout_s: float = 120.0
@@ -72,20 +77,22 @@ class JobService:
     def register(self, kind: JobKind, handlers: KindHandlers) -> None:
         self.ctx.handlers[kind] = handlers
 
-    def submit(self, kind: JobKind | str, params: dict[str, Any], *, force: bool = False) -> tuple[Job, bool]:
+    def submit(self, kind: JobKind | str, params: dict[str, Any] | Params, *,
+               force: bool = False) -> tuple[Job, bool]:
         """Validate and queue a job; returns (job, cached). A finished identical job is reused."""
         try:
             kind = JobKind(kind)
         except ValueError as exc:
-            raise JobError(f"unknown job kind {kind!r}; one of {[k.value for k in JobKind]}") from exc
+            raise Invalid(f"unknown job kind {kind!r}; one of {[k.value for k in JobKind]}") from exc
         try:
-            typed = PARAMS_BY_KIND[kind].model_validate(params)
+            raw = params.model_dump(mode="json") if isinstance(params, Params) else params
+            typed = PARAMS_BY_KIND[kind].model_validate(raw)
         except ValidationError as exc:
-            raise JobError(_validation_message(exc), 422) from exc
+            raise Invalid(_validation_message(exc)) from exc
         handlers = self.ctx.handlers.get(kind, KindHandlers())
         data_revision = handlers.prepare(typed)
         normal = typed.model_dump(mode="json")
-        key = result_key(kind, normal, data_revision)
+        key = result_key(kind, normal, data_revision, code_version())
         with self.ctx.db.session() as s:
             if not force:
                 existing = s.scalars(
@@ -96,7 +103,7 @@ class JobService:
                     return existing, True
             job = Job(id=uuid.uuid4().hex[:16], kind=kind.value, params=normal, result_key=key,
                       status="queued", message="queued", metrics={}, executor=self.ctx.executor.name)
-            job.output_dir = str(self.ctx.artifact_dir / "jobs" / job.id)
+            job.output_dir = job_key(job.id)
             s.add(job)
         return job, False
 
@@ -105,7 +112,7 @@ class JobService:
         with self.ctx.db.session() as s:
             job = s.get(Job, job_id)
             if job is None:
-                raise JobError(f"no job with id {job_id!r}", 404)
+                raise NotFound(f"no job with id {job_id!r}")
             return job
 
     def list(self, status: str | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
@@ -122,7 +129,7 @@ class JobService:
         with self._lock:
             job = self.get(job_id)
             if job.status in FINISHED:
-                raise JobError(f"job {job_id} already {job.status}", 409)
+                raise Conflict(f"job {job_id} already {job.status}")
             handle = self._handles.pop(job_id, None)
             if handle is not None:
                 handle.terminate()
@@ -133,8 +140,8 @@ class JobService:
         with self._lock:
             job = self.get(job_id)
             if job.status not in ("failed", "cancelled"):
-                raise JobError(f"only failed or cancelled jobs can be retried; job {job_id} is {job.status}", 409)
-            shutil.rmtree(job.output_dir, ignore_errors=True)
+                raise Conflict(f"only failed or cancelled jobs can be retried; job {job_id} is {job.status}")
+            self.ctx.artifacts.delete(job.output_dir)
             with self.ctx.db.session() as s:
                 row = s.get(Job, job_id)
                 assert row is not None
@@ -181,17 +188,24 @@ class JobService:
             for job in queued:
                 self._launch(job)
 
+    def spec_for(self, job: Job) -> JobSpec:
+        """The spec a worker runs from: typed params, the store's URL and the job's prefix in it."""
+        return JobSpec.model_validate({
+            "job_id": job.id, "kind": job.kind, "params": job.params, "result_key": job.result_key,
+            "code_version": code_version(), "store_url": self.ctx.artifacts.url, "output": job.output_dir,
+            "device": self.ctx.device})
+
+    def log_path(self, job_id: str) -> Path:
+        return self.ctx.log_dir / f"{job_id}.log"
+
     def _launch(self, job: Job) -> None:
-        out = Path(job.output_dir)
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True, exist_ok=True)
-        spec = JobSpec(job_id=job.id, kind=JobKind(job.kind), params=job.params, result_key=job.result_key,
-                       output_dir=str(out), artifact_root=str(self.ctx.artifact_dir),
-                       device=self.ctx.device)  # type: ignore[arg-type]
-        spec_path = out / "spec.json"
-        spec_path.write_text(spec.model_dump_json(indent=2))
+        store = self.ctx.artifacts
+        store.delete(job.output_dir)
         try:
-            handle = self.ctx.executor.start(spec, spec_path)
+            spec = self.spec_for(job)
+            spec_key = f"{job.output_dir}/{SPEC_FILE}"
+            store.write_bytes(spec_key, spec.model_dump_json(indent=2).encode())
+            handle = self.ctx.executor.start(spec, f"{store.url}/{spec_key}", self.log_path(job.id))
         except Exception as exc:
             self._finish(job.id, "failed", error=f"could not start worker: {exc}")
             return
@@ -203,21 +217,29 @@ class JobService:
             row.attempts = (row.attempts or 0) + 1
             row.message, row.heartbeat_at = "started", utcnow()
 
+    def _report(self, job: Job, name: str, model: type[Any]) -> Any:
+        raw = self.ctx.artifacts.read_json(f"{job.output_dir}/{name}")
+        if raw is None:
+            return None
+        try:
+            return model.model_validate(raw)
+        except ValidationError:
+            return None
+
     def _observe(self, job_id: str, handle: JobHandle) -> None:
         job = self.get(job_id)
-        out = Path(job.output_dir)
-        progress = _read_json(out / "progress.json")
+        progress: ProgressReport | None = self._report(job, PROGRESS_FILE, ProgressReport)
         exit_info = handle.poll()
         with self.ctx.db.session() as s:
             row = s.get(Job, job_id)
             assert row is not None
-            if progress:
-                row.progress = float(progress.get("fraction", row.progress))
-                row.message = str(progress.get("message", row.message))[:2000]
-                row.metrics = progress.get("metrics", row.metrics) or {}
-                if progress.get("heartbeat"):
-                    row.heartbeat_at = datetime.utcfromtimestamp(float(progress["heartbeat"]))
-            row.log_tail = _tail(out / "worker.log")
+            if progress is not None:
+                row.progress = progress.fraction
+                row.message = progress.message[:2000]
+                row.metrics = dict(progress.metrics)
+                if progress.heartbeat:
+                    row.heartbeat_at = datetime.utcfromtimestamp(progress.heartbeat)
+            row.log_tail = _tail(self.log_path(job_id))
             stale = (row.heartbeat_at is not None and exit_info is None
                      and (utcnow() - row.heartbeat_at).total_seconds() > self.ctx.heartbeat_timeout_s)
         if stale:
@@ -232,18 +254,17 @@ class JobService:
         self._complete(job, exit_info.returncode, exit_info.reason)
 
     def _complete(self, job: Job, returncode: int | None, reason: str) -> None:
-        out = Path(job.output_dir)
-        manifest_raw = _read_json(out / "manifest.json")
+        manifest_raw = self.ctx.artifacts.read_json(f"{job.output_dir}/{MANIFEST_FILE}")
         if returncode not in (0, None) or manifest_raw is None:
-            err = _read_json(out / "error.json") or {}
-            detail = err.get("error") or _last_line(out / "worker.log")
+            err: ErrorReport | None = self._report(job, ERROR_FILE, ErrorReport)
+            detail = err.error if err is not None else _last_line(self.log_path(job.id))
             self._finish(job.id, "failed", error=f"{reason}: {detail}" if detail else reason)
             return
         try:
             manifest = ResultManifest.model_validate(manifest_raw)
             if manifest.result_key != job.result_key:
                 raise IngestError("manifest result key does not match the job")
-            self.ctx.store.ingest(manifest, out)
+            self.ctx.store.ingest(manifest, self.ctx.artifacts, job.output_dir)
             with self.ctx.db.session() as s:
                 if s.get(Run, job.result_key) is None:
                     s.add(Run(result_key=job.result_key, kind=job.kind, job_id=job.id, params=job.params,
@@ -269,7 +290,7 @@ class JobService:
                 row.message = message
             if progress is not None:
                 row.progress = progress
-            row.log_tail = _tail(Path(row.output_dir) / "worker.log")
+            row.log_tail = _tail(self.log_path(job_id))
 
     def recover(self) -> None:
         """At start-up: re-attach live workers, store results that finished while we were down, and mark
@@ -281,7 +302,7 @@ class JobService:
             if handle is not None:
                 self._handles[job.id] = handle
                 continue
-            if (Path(job.output_dir) / "manifest.json").exists():
+            if self.ctx.artifacts.exists(f"{job.output_dir}/{MANIFEST_FILE}"):
                 self._complete(job, None, "worker finished while the API was down")
             else:
                 self._finish(job.id, "failed", error="worker process died while the API was down "
@@ -294,14 +315,6 @@ def _validation_message(exc: ValidationError) -> str:
         loc = ".".join(str(x) for x in e["loc"]) or "params"
         parts.append(f"{loc}: {e['msg']}")
     return "invalid parameters: " + "; ".join(parts)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _tail(path: Path, n: int = 4000) -> str:

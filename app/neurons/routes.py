@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from app.jobs.service import JobError
+from app.core.errors import AppError, Invalid, NotFound
+from app.core.services import Services, get_services
 from app.neurons import service
-from app.services import Services, get_services
 from app.web.templating import templates
 
 router = APIRouter(tags=["neurons"])
@@ -58,13 +58,13 @@ def json_safe(x: Any) -> Any:
 
 def _check_view(p: float, stat: str, shared: str = "intersection", hook: str = "down_proj_input") -> None:
     if not (isinstance(p, float | int) and math.isfinite(p) and 0 <= p <= 100):
-        raise JobError(f"p must be a percentage within [0, 100], got {p}", 400)
+        raise Invalid(f"p must be a percentage within [0, 100], got {p}")
     if stat not in STATS:
-        raise JobError(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)", 400)
+        raise Invalid(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)")
     if shared not in SHARED_MODES:
-        raise JobError(f"unknown shared mode {shared!r}; one of {', '.join(SHARED_MODES)}", 400)
+        raise Invalid(f"unknown shared mode {shared!r}; one of {', '.join(SHARED_MODES)}")
     if hook not in HOOKS:
-        raise JobError(f"unknown hook {hook!r}; one of {', '.join(HOOKS)}", 400)
+        raise Invalid(f"unknown hook {hook!r}; one of {', '.join(HOOKS)}")
 
 
 def _model_path(base_model: str) -> str:
@@ -86,7 +86,7 @@ def _parse_number(text: str, name: str, kind: type) -> Any:
         return kind(text.strip())
     except ValueError:
         what = "whole number" if kind is int else "number"
-        raise JobError(f"{name} must be a {what}, got {text!r}", 400) from None
+        raise Invalid(f"{name} must be a {what}, got {text!r}") from None
 
 
 def _fmt_p(p: float) -> str:
@@ -113,7 +113,7 @@ def _page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> Re
     return templates.TemplateResponse(request, f"neurons/{name}", ctx, status_code=status_code)
 
 
-def _error_page(request: Request, exc: JobError, title: str, **ctx: Any) -> Response:
+def _error_page(request: Request, exc: AppError, title: str, **ctx: Any) -> Response:
     if request.headers.get("hx-request"):
         raise exc
     return _page(request, "error.html", status_code=exc.status, title=title, message=str(exc), **ctx)
@@ -145,22 +145,22 @@ def api_scores(base_model: str, regime: str = "mixed", stat: str = "A", scope: s
     _check_view(0.0, stat, hook=hook)
     if checkpoint is None:
         if regime not in ("helpful", "harmless", "mixed"):
-            raise JobError(f"unknown regime {regime!r}; one of helpful, harmless, mixed", 400)
+            raise Invalid(f"unknown regime {regime!r}; one of helpful, harmless, mixed")
         cks = service.regime_checkpoints(services, base_model, seed, hook)
         if regime not in cks:
-            raise JobError(f"{base_model} seed {seed}: no capture of the {regime} RM at hook {hook!r}", 404)
+            raise NotFound(f"{base_model} seed {seed}: no capture of the {regime} RM at hook {hook!r}")
         checkpoint = cks[regime]
     else:
         info = service._capture(services, checkpoint, hook)
         if info["base_model"] != base_model:
-            raise JobError(f"checkpoint {checkpoint!r} is a {info['base_model']} RM, not {base_model}", 400)
+            raise Invalid(f"checkpoint {checkpoint!r} is a {info['base_model']} RM, not {base_model}")
         regime = info["regime"]
     s = service.scores(services, checkpoint, stat, scope, hook)  # type: ignore[arg-type]
     out: dict[str, Any] = {"base_model": base_model, "checkpoint": checkpoint, "regime": regime, "stat": stat,
                            "scope": scope, "hook": hook, "shape": list(s.shape)}
     if layer is not None:
         if not 0 <= layer < s.shape[0]:
-            raise JobError(f"layer {layer} out of range: {base_model} has layers 0-{s.shape[0] - 1}", 404)
+            raise NotFound(f"layer {layer} out of range: {base_model} has layers 0-{s.shape[0] - 1}")
         out["layer"] = layer
         out["scores"] = json_safe(s[layer])
     else:
@@ -192,20 +192,20 @@ class NeuronSetCombine(BaseModel):
 def _create_set(services: Services, body: NeuronSetCreate) -> Any:
     name = body.name.strip()
     if not name:
-        raise JobError("a neuron set needs a non-blank name", 400)
+        raise Invalid("a neuron set needs a non-blank name")
     _check_view(body.p, body.stat, body.shared, body.hook)
     if body.part is not None:
         if not body.base_model:
-            raise JobError("an overlap part needs base_model (with part, p, stat, seed)", 400)
+            raise Invalid("an overlap part needs base_model (with part, p, stat, seed)")
         if body.checkpoint:
-            raise JobError("give either checkpoint (top-p% formula) or base_model + part, not both", 400)
+            raise Invalid("give either checkpoint (top-p% formula) or base_model + part, not both")
         return service.set_from_overlap_part(services, name, body.base_model, body.part, body.p,
                                              body.stat, body.seed, body.hook, body.shared)  # type: ignore[arg-type]
     if body.checkpoint:
         return service.set_from_top_p(services, name, body.checkpoint, body.p, body.stat,  # type: ignore[arg-type]
                                       body.scope, body.hook)
-    raise JobError("give either checkpoint (with p, stat, scope) or base_model and part "
-                   f"({', '.join(service.OVERLAP_PARTS)})", 400)
+    raise Invalid("give either checkpoint (with p, stat, scope) or base_model and part "
+                   f"({', '.join(service.OVERLAP_PARTS)})")
 
 
 @router.post("/api/neuron-sets", status_code=201)
@@ -217,7 +217,7 @@ def api_create_set(body: NeuronSetCreate, services: Services = Depends(get_servi
 def api_combine_sets(body: NeuronSetCombine, services: Services = Depends(get_services)) -> dict[str, Any]:
     name = body.name.strip()
     if not name:
-        raise JobError("a neuron set needs a non-blank name", 400)
+        raise Invalid("a neuron set needs a non-blank name")
     return _set_out(service.combine_sets(services, name, body.op, body.args))
 
 
@@ -369,10 +369,10 @@ def dashboard(request: Request, base_model: str, p: str = "10", stat: str = "A",
         view["p"], view["seed"] = _fmt_p(p_num), seed_num
         _check_view(p_num, stat, shared, hook)
         if scatter not in SCATTER_MODES:
-            raise JobError(f"unknown scatter mode {scatter!r}; one of {', '.join(SCATTER_MODES)}", 400)
+            raise Invalid(f"unknown scatter mode {scatter!r}; one of {', '.join(SCATTER_MODES)}")
         ov = service.overlap(services, base_model, p_num, stat, seed_num, hook, shared)  # type: ignore[arg-type]
         specs = _dashboard_specs(services, ov, scatter, stat, hook)
-    except JobError as exc:
+    except AppError as exc:
         return _error_page(request, exc, f"Neuron overlap · {base_model}", form=ctx)
     pub = overlap_public(ov)
     return _page(request, "dashboard.html", **ctx, form=ctx, ov=pub, specs=json_safe(specs),
@@ -428,11 +428,10 @@ def neuron_page(request: Request, model: str, layer: int, index: int, stat: str 
         _check_view(0.0, stat, hook=hook)
         n_layers, n_neurons = service.base_model_shape(services, model, hook)
         if layer >= n_layers:
-            raise JobError(f"layer {layer} out of range: {model} has layers 0-{n_layers - 1}", 404)
+            raise NotFound(f"layer {layer} out of range: {model} has layers 0-{n_layers - 1}")
         if index >= n_neurons:
-            raise JobError(f"neuron {index} out of range: {model} has neurons 0-{n_neurons - 1} per layer",
-                           404)
-    except JobError as exc:
+            raise NotFound(f"neuron {index} out of range: {model} has neurons 0-{n_neurons - 1} per layer")
+    except AppError as exc:
         return _error_page(request, exc, title)
     detail = service.neuron_detail_at_hook(services, model, layer, index, hook)
     order = {"helpful": 0, "harmless": 1, "mixed": 2}
@@ -445,7 +444,7 @@ def neuron_page(request: Request, model: str, layer: int, index: int, stat: str 
             continue
         try:
             s = service.scores(services, r["checkpoint"], stat, "own", hook)  # type: ignore[arg-type]
-        except JobError:
+        except AppError:
             continue
         if layer >= s.shape[0] or index >= s.shape[1]:
             continue

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from sqlalchemy import select
 
-from app.db import Checkpoint, NeuronSet
-from app.jobs.service import JobError
+from app.core.db import Checkpoint, NeuronSet
+from app.core.errors import Conflict, Invalid, NotFound
 from workers.neurons import selection as sel
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 Stat = Literal["A", "C", "P"]
 STAT_COLUMN = {"A": "mean", "C": "mean_sq_change", "P": "frac_pos"}
@@ -36,12 +36,7 @@ class ScoredSelection:
     threshold: float
     requested: int
     selected: int
-
-    @property
-    def tied(self) -> bool:
-        """Same rule as workers.neurons.selection: interpolation alone may add one neuron, ties more."""
-        n = int(self.mask.size)
-        return self.p > 0 and self.selected > max(self.requested, sel._untied_count(n, self.p))
+    tied: bool
 
 
 def _objectives(regime: str, scope: str) -> list[str]:
@@ -51,7 +46,7 @@ def _objectives(regime: str, scope: str) -> list[str]:
         return ["helpful", "harmless"]
     if scope in ("helpful", "harmless"):
         return [scope]
-    raise JobError(f"unknown scope {scope!r}; one of {SCOPES}", 400)
+    raise Invalid(f"unknown scope {scope!r}; one of {SCOPES}")
 
 
 def captured_checkpoints(services: Services, base_model: str | None = None) -> list[dict[str, Any]]:
@@ -72,8 +67,7 @@ def _capture(services: Services, checkpoint: str, hook: str) -> dict[str, Any]:
     for r in captured_checkpoints(services):
         if r["checkpoint"] == checkpoint and r["hook"] == hook:
             return r
-    raise JobError(f"no neuron capture for checkpoint {checkpoint!r} at hook {hook!r}; run `tension capture` first",
-                   404)
+    raise NotFound(f"no neuron capture for checkpoint {checkpoint!r} at hook {hook!r}; run `tension capture` first")
 
 
 def _score_sql(stat: Stat, n_obj: int) -> str:
@@ -90,7 +84,7 @@ def scores(services: Services, checkpoint: str, stat: Stat = "A", scope: str = "
            hook: str = "down_proj_input") -> np.ndarray:
     """S as a [layers, neurons] array."""
     if stat not in STAT_COLUMN:
-        raise JobError(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)", 400)
+        raise Invalid(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)")
     info = _capture(services, checkpoint, hook)
     objs = _objectives(info["regime"], scope)
     rows = services.store.query(_score_sql(stat, len(objs)), [checkpoint, hook, *objs])
@@ -98,29 +92,22 @@ def scores(services: Services, checkpoint: str, stat: Stat = "A", scope: str = "
     for r in rows:
         out[r["layer"], r["neuron"]] = r["score"]
     if stat == "C" and np.isnan(out).all():
-        raise JobError("this capture has no change statistic (no base model was given)", 400)
+        raise Invalid("this capture has no change statistic (no base model was given)")
     return out
 
 
 def select_top(services: Services, checkpoint: str, p: float, stat: Stat = "A", scope: str = "own",
                hook: str = "down_proj_input") -> ScoredSelection:
-    """Top-p% in DuckDB: θ = quantile_cont(S, 1 − p/100), S ≥ θ; ties reported as selected > requested."""
+    """Top-p% of the score array by `workers.neurons.selection.top_percent`: θ = the (100 − p)th percentile
+    (linear), S ≥ θ; ties reported as selected beyond what p% and interpolation explain."""
     if not 0 <= p <= 100:
-        raise JobError(f"p must be within [0, 100], got {p}", 400)
-    info = _capture(services, checkpoint, hook)
-    objs = _objectives(info["regime"], scope)
-    shape = (info["n_layers"], info["n_neurons"])
-    mask = np.zeros(shape, dtype=bool)
-    requested = sel.requested_count(shape[0] * shape[1], p)
-    if p == 0:
-        return ScoredSelection(checkpoint, stat, p, mask, float("inf"), 0, 0)
-    sql = (f"WITH s AS ({_score_sql(stat, len(objs))}), t AS (SELECT quantile_cont(score, ?) AS theta FROM s)"
-           " SELECT layer, neuron, theta FROM s, t WHERE score >= theta")
-    rows = services.store.query(sql, [checkpoint, hook, *objs, 1 - p / 100])
-    for r in rows:
-        mask[r["layer"], r["neuron"]] = True
-    theta = float(rows[0]["theta"]) if rows else float("nan")
-    return ScoredSelection(checkpoint, stat, p, mask, theta, requested, int(mask.sum()))
+        raise Invalid(f"p must be within [0, 100], got {p}")
+    try:
+        chosen = sel.top_percent(scores(services, checkpoint, stat, scope, hook), p)
+    except ValueError as exc:  # NaN scores: a capture with missing statistics
+        raise Invalid(f"cannot select from checkpoint {checkpoint!r}: {exc}") from exc
+    return ScoredSelection(checkpoint, stat, p, chosen.mask, chosen.threshold, chosen.requested, chosen.selected,
+                           chosen.tied)
 
 
 def regime_checkpoints(services: Services, base_model: str, seed: int, hook: str) -> dict[str, str]:
@@ -138,7 +125,7 @@ def overlap(services: Services, base_model: str, p: float = 10.0, stat: Stat = "
     cks = regime_checkpoints(services, base_model, seed, hook)
     missing = {"helpful", "harmless", "mixed"} - set(cks)
     if missing:
-        raise JobError(f"{base_model} seed {seed}: no capture for the {', '.join(sorted(missing))} RM(s)", 404)
+        raise NotFound(f"{base_model} seed {seed}: no capture for the {', '.join(sorted(missing))} RM(s)")
     sets = {r: select_top(services, cks[r], p, stat, "own", hook) for r in ("helpful", "harmless", "mixed")}
     H, R, Mx = (sets[r].mask for r in ("helpful", "harmless", "mixed"))
     parts = sel.specific_and_shared(H, R, mode=shared_mode)  # type: ignore[arg-type]
@@ -173,13 +160,13 @@ def save_set(services: Services, name: str, base_model: str, mask: np.ndarray, f
     neurons = sel.mask_to_dict(mask)
     with services.db.session() as s:
         if s.scalars(select(NeuronSet).where(NeuronSet.name == name)).first() is not None:
-            raise JobError(f"a neuron set named {name!r} already exists", 409)
+            raise Conflict(f"a neuron set named {name!r} already exists")
         ns = NeuronSet(id=_set_id(base_model, neurons), name=name, base_model=base_model, formula=formula,
                        neurons={str(k): v for k, v in neurons.items()}, size=int(mask.sum()))
         ns.formula = {**formula, "shape": list(mask.shape)}
         existing = s.get(NeuronSet, ns.id)
         if existing is not None:
-            raise JobError(f"the same neurons are already stored as set {existing.name!r}", 409)
+            raise Conflict(f"the same neurons are already stored as set {existing.name!r}")
         s.add(ns)
     return ns
 
@@ -188,7 +175,7 @@ def get_set(services: Services, name: str) -> NeuronSet:
     with services.db.session() as s:
         ns = s.scalars(select(NeuronSet).where(NeuronSet.name == name)).first()
     if ns is None:
-        raise JobError(f"no neuron set named {name!r}", 404)
+        raise NotFound(f"no neuron set named {name!r}")
     return ns
 
 
@@ -210,16 +197,16 @@ def combine_sets(services: Services, name: str, op: str, names: list[str]) -> Ne
     ops = {"union": sel.union, "intersection": sel.intersection}
     sets = [get_set(services, n) for n in names]
     if len({s.base_model for s in sets}) != 1:
-        raise JobError("sets of different base models cannot be combined", 400)
+        raise Invalid("sets of different base models cannot be combined")
     masks = [set_mask(s) for s in sets]
     if op == "difference":
         if len(masks) != 2:
-            raise JobError("difference takes exactly two sets", 400)
+            raise Invalid("difference takes exactly two sets")
         mask = sel.difference(masks[0], masks[1])
     elif op in ops:
         mask = ops[op](*masks)
     else:
-        raise JobError(f"unknown set operation {op!r}; one of union, intersection, difference", 400)
+        raise Invalid(f"unknown set operation {op!r}; one of union, intersection, difference")
     return save_set(services, name, sets[0].base_model, mask, {"op": op, "args": names})
 
 
@@ -239,7 +226,7 @@ def neuron_detail(services: Services, base_model: str, layer: int, index: int) -
 
 
 def prepare_capture(services: Services, params: Any) -> str:
-    from app.validation import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
+    from app.core.checks import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
 
     ck = check_checkpoint(services, params.checkpoint)
     if params.base_model:
@@ -259,7 +246,7 @@ def base_model_shape(services: Services, base_model: str, hook: str = "down_proj
     if not rows:
         hooks = sorted({r["hook"] for r in captured_checkpoints(services, base_model)})
         extra = f" (captured hooks: {', '.join(hooks)})" if hooks else ""
-        raise JobError(f"no neuron capture of base model {base_model!r} at hook {hook!r}{extra}", 404)
+        raise NotFound(f"no neuron capture of base model {base_model!r} at hook {hook!r}{extra}")
     return max(int(r["n_layers"]) for r in rows), max(int(r["n_neurons"]) for r in rows)
 
 
@@ -289,7 +276,7 @@ def set_from_top_p(services: Services, name: str, checkpoint: str, p: float, sta
             ck = s.get(Checkpoint, checkpoint)
             base = ck.base_model if ck is not None else None
     if not base:
-        raise JobError(f"the capture of checkpoint {checkpoint!r} names no base model", 400)
+        raise Invalid(f"the capture of checkpoint {checkpoint!r} names no base model")
     chosen = select_top(services, checkpoint, p, stat, scope, hook)
     formula = {"kind": "top_p", "checkpoint": checkpoint, "regime": info["regime"], "p": p, "stat": stat,
                "scope": scope, "hook": hook, "requested": chosen.requested, "selected": chosen.selected,
@@ -302,7 +289,7 @@ def set_from_overlap_part(services: Services, name: str, base_model: str, part: 
                           shared_mode: str = "intersection") -> NeuronSet:
     """Store one part of the H/R/M overlap (e.g. the helpful-specific neurons) under a name."""
     if part not in OVERLAP_PARTS:
-        raise JobError(f"unknown part {part!r}; one of {', '.join(OVERLAP_PARTS)}", 400)
+        raise Invalid(f"unknown part {part!r}; one of {', '.join(OVERLAP_PARTS)}")
     ov = overlap(services, base_model, p, stat, seed, hook, shared_mode)
     formula = {"kind": "overlap_part", "base_model": base_model, "part": part, "p": p, "stat": stat,
                "seed": seed, "hook": hook, "shared_mode": shared_mode, "checkpoints": ov["checkpoints"]}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from app.validation import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
-from workers.specs import ScoreParams
+from app.core.checks import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
+from workers.contract.jobs import ScoreParams
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 
 def prepare_score(services: Services, params: ScoreParams) -> str:

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
-from app.jobs.service import JobError
-from app.services import Services, get_services
+from app.core.errors import NotFound
+from app.core.services import Services, get_services
 from app.shares import service
 
 router = APIRouter(tags=["shares"])
@@ -29,6 +29,6 @@ def open_share(token: str, services: Services = Depends(get_services)) -> Redire
     """Open the shared view; the token rides along in the URL and in every htmx request's header."""
     link = service.resolve(services, token)
     if link is None:
-        raise JobError("unknown or revoked share link", 404)
+        raise NotFound("unknown or revoked share link")
     sep = "&" if "?" in link.target else "?"
     return RedirectResponse(f"{link.target}{sep}share={token}", status_code=303)

@@ -11,11 +11,11 @@ import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from app.db import ShareLink
-from app.jobs.service import JobError
+from app.core.db import ShareLink
+from app.core.errors import Invalid
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from app.core.services import Services
 
 HEADER = "x-tension-share"
 
@@ -23,7 +23,7 @@ HEADER = "x-tension-share"
 def create_share(services: Services, target: str) -> ShareLink:
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("/s/"):
-        raise JobError(f"share target must be a path on this server such as /results/KEY, got {target!r}", 400)
+        raise Invalid(f"share target must be a path on this server such as /results/KEY, got {target!r}")
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     link = ShareLink(token=secrets.token_urlsafe(24), target=path, read_only=True)
     with services.db.session() as s:

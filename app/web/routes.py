@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
+from app.core.db import Checkpoint
+from app.core.errors import Invalid, NotFound
+from app.core.services import Services, get_services
 from app.datasets import service as datasets
-from app.db import Checkpoint
-from app.jobs.service import JobError
 from app.scoring import service as scoring
-from app.services import Services, get_services
 from app.web.templating import templates
 from workers.models.names import REGISTERED_MODELS
 
@@ -46,7 +46,7 @@ def launch_score(request: Request, model: str = Form(...), checkpoint: str = For
         try:
             dataset["limit"] = int(limit)
         except ValueError as exc:
-            raise JobError(f"pairs per objective must be a whole number, got {limit!r}", 422) from exc
+            raise Invalid(f"pairs per objective must be a whole number, got {limit!r}") from exc
     params = {"model": model, "checkpoint": checkpoint or None, "dataset": dataset, "max_length": max_length}
     job, cached = services.jobs.submit("score", params)
     return _page(request, "partials/job_status.html", job=job, cached=cached)
@@ -77,7 +77,7 @@ def job_page(request: Request, job_id: str, services: Services = Depends(get_ser
 def result_page(request: Request, result_key: str, services: Services = Depends(get_services)) -> Response:
     manifest = services.store.manifest(result_key)
     if manifest is None:
-        raise JobError(f"no stored result with key {result_key!r}", 404)
+        raise NotFound(f"no stored result with key {result_key!r}")
     values = scoring.reward_values(services, result_key)
     hist_spec = {
         "data": [{"type": "histogram", "x": values[side], "name": side, "opacity": 0.6, "nbinsx": 40}

@@ -1,10 +1,10 @@
-"""Alembic environment: the URL comes from the caller (app.migrate) or TENSION_ settings."""
+"""Alembic environment: the URL comes from the caller (app.core.migrate) or TENSION_ settings."""
 
 from alembic import context
 from sqlalchemy import create_engine
 
-from app.db import Base
-from app.settings import get_settings
+from app.core.db import Base
+from app.core.settings import get_settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().resolved_database_url

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.db import Checkpoint, Database, Dataset, Job, NeuronSet, Run, ShareLink
-from app.migrate import metadata_revision, upgrade_metadata
+from app.core.db import Checkpoint, Database, Dataset, Job, NeuronSet, Run, ShareLink
+from app.core.migrate import metadata_revision, upgrade_metadata
 
 
 def test_migrations_reach_head_and_rows_round_trip(database_url: str) -> None:

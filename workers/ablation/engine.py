@@ -14,20 +14,21 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from workers.models.architectures import HOOK_POINTS, HookPoint, NeuronFn
+from workers.contract.jobs import AblateParams, NeuronIndexSet
+from workers.contract.vocab import AblationMode, HookPoint
+from workers.models.arch import NeuronFn
 from workers.models.registry import LoadedModel
 from workers.neurons.hooks import neuron_hooks
 
 __all__ = [
-    "MODES",
     "Ablation",
-    "AblationMode",
+    "NeuronSet",
     "ablated",
     "ablation_from_params",
     "affine_hook_fn",
@@ -37,40 +38,35 @@ __all__ = [
     "score_with_ablation",
 ]
 
-AblationMode = Literal["zero", "mean", "scale"]
-MODES: tuple[AblationMode, ...] = ("zero", "mean", "scale")
+#: a bool mask [n_layers, n_neurons], a `NeuronIndexSet`, or {layer (int or str): neuron indices (list or array)}
+NeuronSet = NeuronIndexSet | Mapping[Any, Any] | ArrayLike
 
-#: a bool mask [n_layers, n_neurons] or {layer (int or str): neuron indices (list or int array)}
-NeuronSet = Mapping[Any, Any] | ArrayLike
+
+def _integer_lists(neurons: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Index arrays as lists for `NeuronIndexSet`, refusing non-integer ones (a bool row or floats would
+    otherwise be read as the indices 0/1)."""
+    out: dict[Any, Any] = {}
+    for key, idx in neurons.items():
+        arr = np.asarray(idx if isinstance(idx, np.ndarray) else list(idx))
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"layer {key}: neuron indices must be integers, got {arr.dtype}")
+        out[key] = arr.tolist()
+    return out
 
 
 def _normalise_neurons(neurons: Any) -> dict[int, NDArray[np.int64]]:
-    """{layer: sorted unique indices} from a bool mask [layers, neurons] or a {layer: indices} mapping."""
-    out: dict[int, NDArray[np.int64]] = {}
+    """{layer: sorted unique indices} from a bool mask [layers, neurons], or a {layer: indices} mapping
+    validated as a `NeuronIndexSet` (ValueError on a non-integer or negative layer or index)."""
     if isinstance(neurons, Mapping):
-        for key, idx in neurons.items():
-            try:
-                layer = int(key)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"layer key {key!r} is not an integer") from exc
-            if layer < 0:
-                raise ValueError(f"negative layer {layer}")
-            arr = np.asarray(list(idx) if not isinstance(idx, np.ndarray) else idx)
-            if arr.size == 0:
-                continue
-            if not np.issubdtype(arr.dtype, np.integer):
-                raise ValueError(f"layer {layer}: neuron indices must be integers, got {arr.dtype}")
-            if (arr < 0).any():
-                raise ValueError(f"layer {layer}: negative neuron index {int(arr.min())}")
-            out[layer] = np.unique(arr.astype(np.int64))
-        return dict(sorted(out.items()))
+        neurons = NeuronIndexSet.model_validate(_integer_lists(neurons))
+    if isinstance(neurons, NeuronIndexSet):
+        return {layer: np.asarray(idx, dtype=np.int64) for layer, idx in neurons.root.items()}
     mask = np.asarray(neurons)
     if mask.dtype != np.bool_ or mask.ndim != 2:
         raise ValueError(f"a neuron set is a bool mask [n_layers, n_neurons] or a mapping, got "
                          f"{mask.dtype} {mask.shape}")
-    for layer in np.flatnonzero(mask.any(axis=1)).tolist():
-        out[int(layer)] = np.flatnonzero(mask[layer]).astype(np.int64)
-    return out
+    return {int(layer): np.flatnonzero(mask[layer]).astype(np.int64)
+            for layer in np.flatnonzero(mask.any(axis=1)).tolist()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,21 +79,27 @@ class Ablation:
     """
 
     neurons: Any
-    mode: AblationMode = "zero"
+    mode: AblationMode = AblationMode.zero
     factor: float = 0.0
     means: Any = None
-    hook_point: HookPoint = "down_proj_input"
+    hook_point: HookPoint = HookPoint.down_proj_input
     _key: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
         neurons = _normalise_neurons(self.neurons)
         object.__setattr__(self, "neurons", neurons)
-        if self.mode not in MODES:
-            raise ValueError(f"unknown ablation mode {self.mode!r}; choose one of {MODES}")
-        if self.hook_point not in HOOK_POINTS:
-            raise ValueError(f"unknown hook point {self.hook_point!r}; choose one of {HOOK_POINTS}")
+        try:
+            object.__setattr__(self, "mode", AblationMode(self.mode))
+        except ValueError:
+            raise ValueError(f"unknown ablation mode {self.mode!r}; choose one of "
+                             f"{[str(m) for m in AblationMode]}") from None
+        try:
+            object.__setattr__(self, "hook_point", HookPoint(self.hook_point))
+        except ValueError:
+            raise ValueError(f"unknown hook point {self.hook_point!r}; choose one of "
+                             f"{[str(h) for h in HookPoint]}") from None
         object.__setattr__(self, "factor", float(self.factor))
-        if self.mode == "mean":
+        if self.mode == AblationMode.mean:
             if self.means is None:
                 raise ValueError("mode='mean' needs `means` [n_layers, n_neurons] (captured means)")
             means = np.asarray(self.means, dtype=np.float64)
@@ -116,13 +118,13 @@ class Ablation:
     def _content_key(self) -> str:
         h = hashlib.sha256()
         head: dict[str, Any] = {"mode": self.mode, "hook": self.hook_point}
-        if self.mode == "scale":
+        if self.mode == AblationMode.scale:
             head["factor"] = repr(self.factor)
         h.update(json.dumps(head, sort_keys=True).encode())
         for layer, idx in self.neurons.items():
             h.update(f"|{layer}:".encode())
             h.update(idx.tobytes())
-            if self.mode == "mean":
+            if self.mode == AblationMode.mean:
                 h.update(np.ascontiguousarray(self.means[layer, idx]).tobytes())
         return h.hexdigest()[:32]
 
@@ -154,7 +156,7 @@ class Ablation:
     @property
     def is_identity(self) -> bool:
         """True when nothing changes: no neurons, or scale by exactly 1."""
-        return not self.neurons or (self.mode == "scale" and self.factor == 1.0)
+        return not self.neurons or (self.mode == AblationMode.scale and self.factor == 1.0)
 
     def to_mask(self, shape: Sequence[int]) -> NDArray[np.bool_]:
         self.validate(int(shape[0]), int(shape[1]))
@@ -172,7 +174,7 @@ class Ablation:
         out: dict[str, Any] = {"key": self._key, "mode": self.mode, "hook_point": self.hook_point,
                                "n_neurons": self.n_neurons,
                                "layers": {str(k): len(v) for k, v in self.neurons.items()}}
-        if self.mode == "scale":
+        if self.mode == AblationMode.scale:
             out["factor"] = self.factor
         return out
 
@@ -183,25 +185,23 @@ class Ablation:
                 raise ValueError(f"layer {layer} out of range [0, {n_layers})")
             if int(idx[-1]) >= n_neurons:
                 raise ValueError(f"layer {layer}: neuron index {int(idx[-1])} out of range [0, {n_neurons})")
-        if self.mode == "mean" and self.means.shape[1] != n_neurons:
+        if self.mode == AblationMode.mean and self.means.shape[1] != n_neurons:
             raise ValueError(f"means have {self.means.shape[1]} neurons a layer, the model {n_neurons}")
 
 
-def as_ablation(spec: Ablation | NeuronSet, *, mode: AblationMode = "zero", factor: float = 0.0,
-                means: ArrayLike | None = None, hook_point: HookPoint = "down_proj_input") -> Ablation:
+def as_ablation(spec: Ablation | NeuronSet, *, mode: AblationMode = AblationMode.zero, factor: float = 0.0,
+                means: ArrayLike | None = None, hook_point: HookPoint = HookPoint.down_proj_input) -> Ablation:
     """Accept an `Ablation` as is, or build one from a mask / {layer: indices} and the keyword options."""
     if isinstance(spec, Ablation):
         return spec
     return Ablation(spec, mode=mode, factor=factor, means=means, hook_point=hook_point)
 
 
-def ablation_from_params(params: Any, means: ArrayLike | None = None) -> Ablation:
-    """The 'single' experiment's ablation from `AblateParams` (its `scale` is the factor)."""
+def ablation_from_params(params: AblateParams, means: ArrayLike | None = None) -> Ablation:
+    """The 'single' experiment's ablation from `AblateParams` (its `scale` is the factor, `hook` the point)."""
     if params.neuron_set is None:
         raise ValueError("AblateParams.neuron_set is required for a single ablation")
-    extra = params.extra if isinstance(params.extra, dict) else {}
-    hook = extra.get("hook_point", "down_proj_input")
-    return Ablation(params.neuron_set, mode=params.mode, factor=params.scale, means=means, hook_point=hook)
+    return Ablation(params.neuron_set, mode=params.mode, factor=params.scale, means=means, hook_point=params.hook)
 
 
 def model_shape(loaded: LoadedModel) -> tuple[int, int]:
@@ -222,11 +222,11 @@ def layer_affine(ablation: Ablation, layer: int,
     fill = np.zeros(n_neurons, dtype=np.float64)
     idx = ablation.neurons.get(layer)
     if idx is not None:
-        if ablation.mode == "scale":
+        if ablation.mode == AblationMode.scale:
             keep[idx] = ablation.factor
         else:
             keep[idx] = 0.0
-        if ablation.mode == "mean":
+        if ablation.mode == AblationMode.mean:
             fill[idx] = ablation.means[layer, idx]
     return keep, fill
 
@@ -259,7 +259,7 @@ def hook_fns(ablation: Ablation, n_neurons: int) -> dict[int, NeuronFn]:
     for layer in ablation.layers:
         keep, fill = layer_affine(ablation, layer, n_neurons)
         fns[layer] = affine_hook_fn(torch.from_numpy(keep),
-                                    torch.from_numpy(fill) if ablation.mode == "mean" else None)
+                                    torch.from_numpy(fill) if ablation.mode == AblationMode.mean else None)
     return fns
 
 

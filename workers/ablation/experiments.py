@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from workers.ablation.engine import Ablation, AblationMode
+from workers.ablation.engine import Ablation
+from workers.contract.vocab import AblationMode, SharedMode
 from workers.evaluation import metrics
 from workers.neurons import selection
 
@@ -231,11 +232,12 @@ def _ablation(mask: NDArray[np.bool_], opts: Mapping[str, Any]) -> Ablation:
 
 def experiment_a(probe: Probe, scorer: Scorer, scores: Mapping[str, ArrayLike], *,
                  percents: Sequence[float] = PERCENTS_A, seeds: Sequence[int] = DEFAULT_SEEDS,
-                 controls: bool = True, n_boot: int = 1000, mode: AblationMode = "zero", factor: float = 0.0,
-                 means: ArrayLike | None = None) -> list[dict[str, Any]]:
+                 controls: bool = True, n_boot: int = 1000, mode: AblationMode = AblationMode.zero,
+                 factor: float = 0.0, means: ArrayLike | None = None) -> list[dict[str, Any]]:
     """Accuracy vs p for uniformly random sets (one row per seed) and for each score-based selection
-    (`scores`: method -> [n_layers, n_neurons], e.g. {'magnitude': A, 'change': C}), on the RM's own test
-    items; score-based sets also get layer-matched random controls. p = 0 is the unablated model."""
+    (`scores`: a `SelectionMethod` -> [n_layers, n_neurons], e.g. {'magnitude': A, 'change': C}), on the
+    RM's own test items; score-based sets also get layer-matched random controls. p = 0 is the unablated
+    model."""
     opts = {"mode": mode, "factor": factor, "means": means}
     shape = np.asarray(next(iter(scores.values()))).shape if scores else None
     if shape is None:
@@ -261,8 +263,9 @@ def experiment_a(probe: Probe, scorer: Scorer, scores: Mapping[str, ArrayLike], 
 
 
 def experiment_b(probe: Probe, scorer: Scorer, magnitude: ArrayLike, *, p: float = 10.0,
-                 seeds: Sequence[int] = DEFAULT_SEEDS, n_boot: int = 1000, mode: AblationMode = "zero",
-                 factor: float = 0.0, means: ArrayLike | None = None) -> dict[str, Any]:
+                 seeds: Sequence[int] = DEFAULT_SEEDS, n_boot: int = 1000,
+                 mode: AblationMode = AblationMode.zero, factor: float = 0.0,
+                 means: ArrayLike | None = None) -> dict[str, Any]:
     """Magnitude top-p% ablation: Δ accuracy per subset (with its Helpful/Harmless type) and per objective,
     beside layer-matched random controls; plus the items whose verdict flips."""
     sel = selection.top_percent(magnitude, p)
@@ -276,8 +279,8 @@ def experiment_b(probe: Probe, scorer: Scorer, magnitude: ArrayLike, *, p: float
 def experiment_c(probe: Probe, scorer_mixed: Scorer, helpful_scores: ArrayLike, harmless_scores: ArrayLike, *,
                  single_rm_correct: Mapping[str, ArrayLike] | None = None,
                  percents: Sequence[float] = (5.0, 10.0, 20.0), seeds: Sequence[int] = DEFAULT_SEEDS,
-                 shared_mode: Literal["intersection", "per_layer"] = "intersection", n_boot: int = 1000,
-                 mode: AblationMode = "zero", factor: float = 0.0,
+                 shared_mode: SharedMode = SharedMode.intersection, n_boot: int = 1000,
+                 mode: AblationMode = AblationMode.zero, factor: float = 0.0,
                  means: ArrayLike | None = None) -> dict[str, Any]:
     """On the mixed RM: ablate helpful-specific H \\ R, harmless-specific R \\ H and shared sets at each p.
 

@@ -13,38 +13,38 @@ Why it is fast (each point keeps the answer exact, only skipping work whose resu
 
 The middle layers are the transformers layer modules called directly, with the exact positional and keyword
 arguments (attention mask, rotary embeddings, ...) recorded from the model's own forward, so the masks are
-whatever this transformers version builds. Families the fast path does not know (and masks it cannot slice)
-fall back to a full forward with hooks; answers are the same, only slower.
+whatever this transformers version builds. Each family's layer internals for this replay
+(`LiveOps`) live in its file under `workers/models/arch/`. Classes without one (and masks the fast path cannot
+slice) fall back to a full forward with hooks, and `info()["fallback_reason"]` says why; answers are the same,
+only slower.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import nn
 
 from workers.ablation.engine import Ablation, NeuronSet, as_ablation, layer_affine, model_shape
+from workers.contract.vocab import AblationMode, HookPoint, LivePath
 from workers.data.text import pair_texts
-from workers.models.architectures import HookPoint, NeuronFn
+from workers.models.arch import LiveOps, NeuronFn, live_fast_path
 from workers.models.registry import LoadedModel
 from workers.models.scoring import Batch, iter_batches, tokenize
 from workers.neurons.hooks import neuron_hooks
 
-__all__ = ["LiveAblationSession", "LivePath", "fast_path_family"]
+__all__ = ["LiveAblationSession", "fast_path_family"]
 
-LivePath = Literal["fast", "full"]
 PairLike = Any  # a PreferencePair or a (chosen_text, rejected_text) tuple
 
 
@@ -56,148 +56,9 @@ class _StopForward(Exception):
     """Raised from a hook once the wanted hidden state is recorded: the rest of the forward is not needed."""
 
 
-# ============================================================================ per-family layer internals
-
-
-class _Ops:
-    """What the fast path needs per family: where "mid" is, the MLP half, row attention, the head."""
-
-    def mid_module(self, layer: Any) -> nn.Module:
-        """The module whose (first) input is the layer's mid state (residual after attention)."""
-        raise NotImplementedError
-
-    def mlp(self, layer: Any, mid: torch.Tensor) -> torch.Tensor:
-        """The layer's output from its mid state (position-wise; the neuron hooks fire in here)."""
-        raise NotImplementedError
-
-    def attn_rows(self, layer: Any, h: torch.Tensor, rows: torch.Tensor, bound: Mapping[str, Any],
-                  mask: torch.Tensor) -> torch.Tensor:
-        """Mid state [N, 1, d] at one row per sequence: queries only there, keys/values over all positions."""
-        raise NotImplementedError
-
-    def head(self, model: Any, h_rows: torch.Tensor) -> torch.Tensor:
-        """Reward [N] from the final layer's read-out rows [N, 1, d], exactly as the model's head does."""
-        raise NotImplementedError
-
-
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
-          scale: float) -> torch.Tensor:
-    """[N, H, 1, hd] attention output for one query row; mask is bool (True = attend) or additive float."""
-    if k.shape[1] != q.shape[1]:  # grouped-query attention: repeat each kv head for its query heads
-        rep = q.shape[1] // k.shape[1]
-        k = k.repeat_interleave(rep, dim=1)
-        v = v.repeat_interleave(rep, dim=1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype) if mask.dtype != torch.bool
-                                          else mask, scale=scale)
-
-
-def _gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """x[n, rows[n]] as [N, 1, ...]."""
-    return x[torch.arange(x.shape[0], device=x.device), rows].unsqueeze(1)
-
-
-class _LlamaOps(_Ops):
-    """Llama / Qwen2 / Mistral: pre-norm, rotary embeddings, gated MLP, `score` on the final norm."""
-
-    def mid_module(self, layer: Any) -> nn.Module:
-        return layer.post_attention_layernorm
-
-    def mlp(self, layer: Any, mid: torch.Tensor) -> torch.Tensor:
-        return mid + layer.mlp(layer.post_attention_layernorm(mid))
-
-    def attn_rows(self, layer: Any, h: torch.Tensor, rows: torch.Tensor, bound: Mapping[str, Any],
-                  mask: torch.Tensor) -> torch.Tensor:
-        attn = layer.self_attn
-        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        n, t, _ = h.shape
-        x = layer.input_layernorm(h)
-        hd = attn.head_dim
-        q = attn.q_proj(_gather_rows(x, rows)).view(n, 1, -1, hd).transpose(1, 2)
-        k = attn.k_proj(x).view(n, t, -1, hd).transpose(1, 2)
-        v = attn.v_proj(x).view(n, t, -1, hd).transpose(1, 2)
-        cos, sin = bound["position_embeddings"]
-        cos, sin = cos.expand(n, -1, -1), sin.expand(n, -1, -1)
-        q, _ = rope(q, q, _gather_rows(cos, rows), _gather_rows(sin, rows))
-        k, _ = rope(k, k, cos, sin)
-        o = _sdpa(q, k, v, mask, attn.scaling).transpose(1, 2).reshape(n, 1, -1)
-        return _gather_rows(h, rows) + attn.o_proj(o)
-
-    def head(self, model: Any, h_rows: torch.Tensor) -> torch.Tensor:
-        return model.score(model.base_model.norm(h_rows))[:, 0, 0]
-
-
-class _GPT2Ops(_Ops):
-    """GPT-2: pre-LayerNorm, fused Conv1D qkv, ungated MLP, `score` on ln_f."""
-
-    def mid_module(self, layer: Any) -> nn.Module:
-        return layer.ln_2
-
-    def mlp(self, layer: Any, mid: torch.Tensor) -> torch.Tensor:
-        return mid + layer.mlp(layer.ln_2(mid))
-
-    def attn_rows(self, layer: Any, h: torch.Tensor, rows: torch.Tensor, bound: Mapping[str, Any],
-                  mask: torch.Tensor) -> torch.Tensor:
-        attn = layer.attn
-        n, t, d = h.shape
-        hd = attn.head_dim
-        x = layer.ln_1(h)
-        w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: y = x @ w + b, w is [d, 3d]
-        q = torch.addmm(b[:d], _gather_rows(x, rows).reshape(n, d), w[:, :d])
-        kv = torch.addmm(b[d:], x.reshape(n * t, d), w[:, d:]).view(n, t, 2 * d)
-        k, v = kv.split(d, dim=-1)
-        q = q.view(n, 1, -1, hd).transpose(1, 2)
-        k = k.reshape(n, t, -1, hd).transpose(1, 2)
-        v = v.reshape(n, t, -1, hd).transpose(1, 2)
-        o = _sdpa(q, k, v, mask, attn.scaling).transpose(1, 2).reshape(n, 1, d)
-        return attn.c_proj(o) + _gather_rows(h, rows)
-
-    def head(self, model: Any, h_rows: torch.Tensor) -> torch.Tensor:
-        return model.score(model.transformer.ln_f(h_rows))[:, 0, 0]
-
-
-class _BertOps(_Ops):
-    """BERT (MiniLM): post-LayerNorm; mid is the attention block's output; pooler + classifier on [CLS]."""
-
-    def mid_module(self, layer: Any) -> nn.Module:
-        return layer.intermediate
-
-    def mlp(self, layer: Any, mid: torch.Tensor) -> torch.Tensor:
-        return layer.output(layer.intermediate(mid), mid)
-
-    def attn_rows(self, layer: Any, h: torch.Tensor, rows: torch.Tensor, bound: Mapping[str, Any],
-                  mask: torch.Tensor) -> torch.Tensor:
-        sa = layer.attention.self
-        n, t, _ = h.shape
-        hd = sa.attention_head_size
-        h_r = _gather_rows(h, rows)
-        q = sa.query(h_r).view(n, 1, -1, hd).transpose(1, 2)
-        k = sa.key(h).view(n, t, -1, hd).transpose(1, 2)
-        v = sa.value(h).view(n, t, -1, hd).transpose(1, 2)
-        o = _sdpa(q, k, v, mask, sa.scaling).transpose(1, 2).reshape(n, 1, -1)
-        return layer.attention.output(o, h_r)
-
-    def head(self, model: Any, h_rows: torch.Tensor) -> torch.Tensor:
-        return model.classifier(model.dropout(model.bert.pooler(h_rows)))[:, 0]
-
-
-#: recorded keyword inputs of the last layer that `_Ops.attn_rows` reads (the mask is sliced separately)
-_ROW_ATTENTION_INPUTS = ("position_embeddings", "position_ids")
-
-_OPS_BY_CLASS: dict[str, _Ops] = {
-    "LlamaForSequenceClassification": _LlamaOps(),
-    "Qwen2ForSequenceClassification": _LlamaOps(),
-    "MistralForSequenceClassification": _LlamaOps(),
-    "GPT2ForSequenceClassification": _GPT2Ops(),
-    "BertForSequenceClassification": _BertOps(),
-}
-
-
 def fast_path_family(model: nn.Module) -> str | None:
     """The fast-path family of a model class, or None when only the full-forward path applies."""
-    ops = _OPS_BY_CLASS.get(type(model).__name__)
-    if ops is None or getattr(model.config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
-        return None
-    return type(ops).__name__.strip("_").removesuffix("Ops").lower()
+    return live_fast_path(model).family
 
 
 # ============================================================================ recorded state
@@ -306,7 +167,7 @@ class LiveAblationSession:
 
     def __init__(self, loaded: LoadedModel, probe_pairs_by_objective: Mapping[str, Sequence[PairLike]],
                  max_length: int = 128, *, batch_size: int = 32, means: Any = None,
-                 hook_point: HookPoint = "down_proj_input", answer_cache_size: int = 512,
+                 hook_point: HookPoint = HookPoint.down_proj_input, answer_cache_size: int = 512,
                  prefix_cache_mb: float = 1024.0, max_rows: int = 256, fast: bool = True) -> None:
         started = time.perf_counter()
         if loaded.model.training:
@@ -348,12 +209,11 @@ class LiveAblationSession:
         self._last_chunk = max(1, 16384 // len(texts))  # ablations per last-layer-only pass (rows are cheap)
         self.n_tokens = 0
 
-        family = fast_path_family(self.model) if fast else None
-        self._ops = _OPS_BY_CLASS.get(type(self.model).__name__) if family else None
-        self.family = family
+        chosen = live_fast_path(self.model)
+        self._ops: LiveOps | None = chosen.ops if fast else None
+        self.family: str | None = chosen.family if fast else None
         self._states: list[_BatchState] = []
-        self.fallback_reason: str | None = None if family else \
-            ("fast path disabled" if not fast else "no fast path for this model class")
+        self.fallback_reason: str | None = chosen.reason if fast else "fast path disabled"
         with torch.inference_mode():
             token_ids = tokenize(loaded, texts, self.max_length)
             self.n_tokens = int(sum(len(t) for t in token_ids))
@@ -439,7 +299,7 @@ class LiveAblationSession:
                 raise _Unsupported("the last layer was never called by the model's forward")
             state.last_mask = self._row_mask(state, n - 1)
             bound = self._bound(state, n - 1)
-            state.last_extra = {k: bound[k] for k in _ROW_ATTENTION_INPUTS if k in bound}
+            state.last_extra = {k: bound[k] for k in self._ops.row_attention_inputs if k in bound}
             state.last_mid_rows = self._attn_rows(state, last_in[0])
         self._states.append(state)
         return logits[:, 0].double().cpu().numpy()
@@ -513,7 +373,7 @@ class LiveAblationSession:
         for abls in runs:
             c = max(1, len(abls))
             fns = self._row_hooks(abls, n) if abls else {}
-            hook = abls[0].hook_point if abls else "down_proj_input"
+            hook = abls[0].hook_point if abls else HookPoint.down_proj_input
             with neuron_hooks(self.model, fns, hook, self.loaded.arch):  # type: ignore[arg-type]
                 mid = self._last_mid_all.repeat(c, 1, 1) if c > 1 else self._last_mid_all
                 r = self._ops.head(self.model, self._ops.mlp(self._layers[-1], mid))
@@ -567,7 +427,7 @@ class LiveAblationSession:
         for layer in layers:
             keeps, fills = zip(*(layer_affine(a, layer, self.n_neurons) for a in ablations), strict=True)
             keep = torch.from_numpy(np.repeat(np.stack(keeps), batch, axis=0)[:, None, :])
-            any_fill = any(a.mode == "mean" and layer in a.neurons for a in ablations)
+            any_fill = any(a.mode == AblationMode.mean and layer in a.neurons for a in ablations)
             fill = torch.from_numpy(np.repeat(np.stack(fills), batch, axis=0)[:, None, :]) \
                 if any_fill else None
             if len(ablations) == 1:  # a single ablation broadcasts a plain vector over the batch
@@ -608,7 +468,7 @@ class LiveAblationSession:
     def _compute(self, ablations: Sequence[Ablation], path: LivePath) -> list[NDArray[np.float64]]:
         """Per-text rewards for each ablation (all non-empty, same hook point), batched where it helps."""
         out = [np.empty(len(self.texts), dtype=np.float64) for _ in ablations]
-        use_fast = path == "fast" and self._ops is not None
+        use_fast = path == LivePath.fast and self._ops is not None
         groups: dict[int, list[int]] = {}
         for j, a in enumerate(ablations):
             groups.setdefault(int(a.first_layer or 0) if use_fast else 0, []).append(j)
@@ -636,20 +496,20 @@ class LiveAblationSession:
     def _as_ablation(self, spec: Ablation | NeuronSet, **options: Any) -> Ablation:
         if not isinstance(spec, Ablation):
             options.setdefault("hook_point", self.hook_point)
-            if options.get("mode") == "mean" and options.get("means") is None:
+            if options.get("mode") == AblationMode.mean and options.get("means") is None:
                 options["means"] = self.means
         abl = as_ablation(spec, **options)
         abl.validate(self.n_layers, self.n_neurons)
         return abl
 
-    def rewards(self, ablation: Ablation | NeuronSet | None, *, path: LivePath = "fast",
+    def rewards(self, ablation: Ablation | NeuronSet | None, *, path: LivePath = LivePath.fast,
                 **options: Any) -> NDArray[np.float64]:
         """Reward of every probe text (chosen/rejected interleaved per pair, objectives in order)."""
         if ablation is None:
             return self.baseline.copy()
         return self.rewards_many([self._as_ablation(ablation, **options)], path=path)[0]
 
-    def rewards_many(self, ablations: Sequence[Ablation | NeuronSet], *, path: LivePath = "fast",
+    def rewards_many(self, ablations: Sequence[Ablation | NeuronSet], *, path: LivePath = LivePath.fast,
                      **options: Any) -> list[NDArray[np.float64]]:
         """`rewards` for several ablations, computed together (answer cache first, then batched passes)."""
         abls = [self._as_ablation(a, **options) for a in ablations]
@@ -659,7 +519,7 @@ class LiveAblationSession:
             for j, a in enumerate(abls):
                 if a.is_identity:
                     results[j] = self.baseline.copy()
-                elif path == "fast" and a.key() in self._answers:
+                elif path == LivePath.fast and a.key() in self._answers:
                     self._answers.move_to_end(a.key())
                     results[j] = self._answers[a.key()].copy()
                 else:
@@ -672,7 +532,7 @@ class LiveAblationSession:
                 by_key = dict(zip(unique, computed, strict=True))
                 for j in idx:
                     results[j] = by_key[abls[j].key()].copy()
-                if path == "fast":
+                if path == LivePath.fast:
                     for key, r in by_key.items():
                         self._remember(key, r)
         return [r for r in results if r is not None]
@@ -688,7 +548,7 @@ class LiveAblationSession:
         """Split per-text rewards into (chosen, rejected) arrays per objective."""
         return {o: (rewards[self._chosen[o]], rewards[self._rejected[o]]) for o in self.objectives}
 
-    def toggle(self, ablation: Ablation | NeuronSet, *, path: LivePath = "fast",
+    def toggle(self, ablation: Ablation | NeuronSet, *, path: LivePath = LivePath.fast,
                **options: Any) -> dict[str, Any]:
         """What ablating these neurons does, per objective of the probe set.
 
@@ -701,13 +561,13 @@ class LiveAblationSession:
         """
         return self.toggle_many([ablation], path=path, **options)[0]
 
-    def toggle_many(self, ablations: Sequence[Ablation | NeuronSet], *, path: LivePath = "fast",
+    def toggle_many(self, ablations: Sequence[Ablation | NeuronSet], *, path: LivePath = LivePath.fast,
                     **options: Any) -> list[dict[str, Any]]:
         """`toggle` for several ablations in shared passes (one answer each, in order)."""
         started = time.perf_counter()
         abls = [self._as_ablation(a, **options) for a in ablations]
         with self._lock:
-            cached = [path == "fast" and (a.is_identity or a.key() in self._answers) for a in abls]
+            cached = [path == LivePath.fast and (a.is_identity or a.key() in self._answers) for a in abls]
             rewards = self.rewards_many(abls, path=path)
         elapsed = time.perf_counter() - started
         answers = []
@@ -715,7 +575,7 @@ class LiveAblationSession:
             ans = self.answer(a, r)
             first = a.first_layer
             used = "identity" if a.is_identity else "answer_cache" if hit else \
-                ("cached_prefix" if path == "fast" and self._ops is not None else "full")
+                ("cached_prefix" if path == LivePath.fast and self._ops is not None else "full")
             ans["timing"] = {"seconds": elapsed, "n_ablations_in_call": len(abls), "path": used,
                              "first_layer": first,
                              "recomputed_layers": 0 if hit or first is None else

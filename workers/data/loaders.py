@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast, get_args
 
+from workers.contract.vocab import DatasetFormat
 from workers.data.schema import OBJECTIVES, SPLITS, PreferencePair
 from workers.data.text import ASSISTANT, dialogue_prompt
 
 if TYPE_CHECKING:
-    from workers.specs import DatasetRef
+    from workers.contract.jobs import DatasetRef
+    from workers.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ MAX_JSON_BYTES = 512 * 1024 * 1024
 #: Fraction of prompts that `hash_split` puts in the test split.
 TEST_FRACTION = 0.2
 
-Format = Literal["auto", "canonical", "hh-rlhf", "rm-bench", "rewardbench"]
-FORMATS: tuple[str, ...] = get_args(Format)
+Format = DatasetFormat | str
+FORMATS: tuple[str, ...] = tuple(DatasetFormat)
 RmBenchMode = Literal["aligned", "full"]
 RM_BENCH_MODES: tuple[str, ...] = get_args(RmBenchMode)
 
@@ -646,8 +648,11 @@ def select_pairs(pairs: Sequence[PreferencePair], *, split: str = "all",
     return sorted(out, key=lambda p: order[p.pair_id])
 
 
-def load_dataset(ref: DatasetRef) -> list[PreferencePair]:
-    """The pairs a `DatasetRef` names: source, then split / objectives / subsets / limit (seeded)."""
+def load_dataset(ref: DatasetRef, store: ArtifactStore | None = None) -> list[PreferencePair]:
+    """The pairs a `DatasetRef` names: source, then split / objectives / subsets / limit (seeded).
+
+    'artifact:<key>' sources are read from `store`; 'dataset:<id>' must have been resolved to one by
+    the API (it knows the uploads)."""
     source = ref.source.strip()
     if source == "bundled":
         if ref.format not in ("auto", "canonical"):
@@ -655,16 +660,25 @@ def load_dataset(ref: DatasetRef) -> list[PreferencePair]:
         pairs = load_bundled()
     elif source.startswith("hf:"):
         pairs = _load_hf(source[3:], ref.format)
+    elif source.startswith("artifact:"):
+        if store is None:
+            raise ValueError(f"{source}: an artifact dataset needs the artifact store")
+        path = store.local_file(source.split(":", 1)[1])
+        try:
+            pairs = load_pairs_file(path, ref.format)
+        except DatasetFormatError as exc:
+            raise ValueError(f"{source}: {str(exc).replace(str(path), '').lstrip(', :')}") from exc
     else:
-        pairs = load_pairs_file(source, ref.format)
+        raise ValueError(f"unresolved dataset source {source[:200]!r}")
     return select_pairs(pairs, split=ref.split, objectives=ref.objectives, subsets=ref.subsets,
                         limit=ref.limit, seed=ref.seed, source=source)
 
 
-def dataset_revision(source: str) -> str:
-    """sha256 (16 hex) of what a source is: the file's bytes, the bundled file's, or an 'hf:' id string."""
+def dataset_revision(source: str, store: ArtifactStore | None = None) -> str:
+    """sha256 (16 hex) of what a source is: the bundled file's bytes, or the source string for an 'hf:' id
+    and for an artifact (whose keys name their content: uploads live under their own hash)."""
     source = source.strip()
-    if source.startswith("hf:"):
+    if source.startswith(("hf:", "artifact:")):
         return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
     path = BUNDLED_FILE if source == "bundled" else Path(source)
     if not path.is_file():

@@ -8,8 +8,11 @@ from typing import Any
 
 import pyarrow as pa
 
-OBJECTIVES: tuple[str, ...] = ("helpful", "harmless")
-SPLITS: tuple[str, ...] = ("train", "test")
+from workers.contract.vocab import Objective, Split
+
+OBJECTIVES: tuple[str, ...] = tuple(Objective)
+SPLITS: tuple[str, ...] = (Split.train, Split.test)
+"""The splits a pair can be in (`Split.all` is a selection, not a split)."""
 
 #: Each subset of the bundled demo data and the objective it measures.
 SUBSET_TYPE: dict[str, str] = {

@@ -1,26 +1,24 @@
-"""One module per job kind; each exposes `run(spec, progress) -> ResultManifest`."""
+"""One module per job kind; each exposes `run(job: JobIO, progress) -> ResultManifest`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from workers.contract.artifacts import ResultManifest
+from workers.contract.vocab import JobKind
+from workers.jobs.io import JobIO
 from workers.progress import Progress
-from workers.specs import JobKind, JobSpec, ResultManifest
+
+Capability = Callable[[JobIO, Progress], ResultManifest]
 
 
-def _lazy(module: str) -> Callable[[JobSpec, Progress], ResultManifest]:
-    def call(spec: JobSpec, progress: Progress) -> ResultManifest:
+def _lazy(module: str) -> Capability:
+    def call(job: JobIO, progress: Progress) -> ResultManifest:
         import importlib
 
-        return importlib.import_module(f"workers.jobs.{module}").run(spec, progress)
+        return importlib.import_module(f"workers.jobs.{module}").run(job, progress)  # type: ignore[no-any-return]
 
     return call
 
 
-CAPABILITIES: dict[JobKind, Callable[[JobSpec, Progress], ResultManifest]] = {
-    JobKind.score: _lazy("score"),
-    JobKind.train: _lazy("train"),
-    JobKind.evaluate: _lazy("evaluate"),
-    JobKind.capture: _lazy("capture"),
-    JobKind.ablate: _lazy("ablate"),
-}
+CAPABILITIES: dict[JobKind, Capability] = {kind: _lazy(kind.value) for kind in JobKind}

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from workers.ablation.experiments import PERCENTS_A, Probe, experiment_a, experiment_b, experiment_c, run_with_controls
-from workers.data.loaders import load_dataset
-from workers.jobs.evaluate import checkpoint_meta
+from workers.contract.artifacts import ResultManifest, ResultTable
+from workers.contract.jobs import AblateParams
+from workers.contract.results import AblationFlipRow, AblationResultRow
+from workers.contract.vocab import SINGLE_REGIMES, AblationMode, Experiment, objectives_of
+from workers.jobs.io import JobIO
 from workers.progress import Progress
-from workers.specs import AblateParams, JobSpec, ResultManifest, ResultTable, checkpoint_dir
 
-REGIME_OBJECTIVES = {"helpful": ["helpful"], "harmless": ["harmless"], "mixed": ["helpful", "harmless"]}
-RESULT_COLUMNS = ("experiment", "condition", "p", "seed", "grp", "group_type", "n_items", "n_neurons", "n_requested",
-                  "tied", "acc0", "acc", "delta", "ci_lo", "ci_hi", "drop", "normalised", "delta_per_neuron",
-                  "mean_margin_delta", "n_flipped", "random_delta_mean", "random_delta_std", "excess",
-                  "excess_ci_lo", "excess_ci_hi", "random_delta_per_neuron", "transfer0", "transfer",
-                  "transfer_delta", "random_transfer_mean", "frac_early", "frac_middle", "frac_late")
+RESULT_COLUMNS = AblationResultRow.columns()
+FLIP_COLUMNS = AblationFlipRow.columns()
 
 
 def _row(raw: dict[str, Any], experiment: str, condition: str) -> dict[str, Any]:
@@ -34,32 +29,25 @@ def _row(raw: dict[str, Any], experiment: str, condition: str) -> dict[str, Any]
     return out
 
 
-def _load_inputs(spec: JobSpec, params: AblateParams) -> dict[str, np.ndarray]:
-    rel = params.extra.get("inputs")
-    if not rel:
-        return {}
-    with np.load(Path(spec.artifact_root) / str(rel)) as data:
-        return {k: data[k] for k in data.files}
-
-
-def run(spec: JobSpec, progress: Progress) -> ResultManifest:
+def run(job: JobIO, progress: Progress) -> ResultManifest:
     from workers.ablation.engine import Ablation, model_shape
     from workers.ablation.experiments import live_scorer
     from workers.models.registry import load_reward_model
     from workers.models.scoring import score_texts
 
-    params = AblateParams.model_validate(spec.params)
-    meta = checkpoint_meta(spec.artifact_root, params.checkpoint)
+    params = job.spec.typed(AblateParams)
+    device = job.spec.device
+    meta = job.checkpoint_meta(params.checkpoint)
     ref = params.dataset
-    if params.experiment == "A":  # the study: accuracy on each RM's own test set
-        ref = ref.model_copy(update={"objectives": REGIME_OBJECTIVES.get(meta["regime"], ref.objectives)})
+    if params.experiment == Experiment.A:  # the study: accuracy on each RM's own test set
+        ref = ref.model_copy(update={"objectives": list(objectives_of(meta["regime"]))})
     if params.limit_per_objective:
         ref = ref.model_copy(update={"limit": params.limit_per_objective})
-    pairs = load_dataset(ref)
-    inputs = _load_inputs(spec, params)
+    pairs = job.pairs(ref)
+    inputs = job.arrays(params.inputs)
     progress.update(0.02, f"loading {meta['regime']} RM", force=True)
-    ck_dir = checkpoint_dir(spec.artifact_root, params.checkpoint)
-    loaded = load_reward_model(meta["base_model"], checkpoint_dir=str(ck_dir), device=spec.device)
+    loaded = load_reward_model(meta["base_model"], checkpoint_dir=str(job.checkpoint_dir(params.checkpoint)),
+                               device=device)
     probe = Probe.from_pairs(pairs)
     progress.update(0.05, f"recording the unablated model on {len(probe.texts)} texts", force=True)
     inner = live_scorer(loaded, probe, max_length=params.max_length)
@@ -75,28 +63,30 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         return out
 
     opts: dict[str, Any] = {"mode": params.mode, "factor": params.scale}
-    if params.mode == "mean":
+    if params.mode == AblationMode.mean:
         opts["means"] = inputs["means"]
     seeds = params.random_seeds
     rows: list[dict[str, Any]] = []
     flips: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"experiment": params.experiment, "regime": meta["regime"], "n_items": probe.n_items}
-    if params.experiment == "A":
+    if params.experiment == Experiment.A:
         scores: dict[str, Any] = {k: inputs[k] for k in ("magnitude", "change") if k in inputs}
         raw = experiment_a(probe, scorer, scores, percents=params.percents or PERCENTS_A, seeds=seeds, **opts)
         rows = [_row(r, "A", r["selection"]) for r in raw]
-    elif params.experiment == "B":
+    elif params.experiment == Experiment.B:
         p = (params.percents or [10.0])[0]
         out = experiment_b(probe, scorer, inputs["magnitude"], p=p, seeds=seeds, **opts)
         rows = [_row(r, "B", "magnitude") for r in out["rows"]]
         flips = [{**f, "condition": "magnitude", "p": p} for f in out["flips"]]
-    elif params.experiment == "C":
+    elif params.experiment == Experiment.C:
         singles = {}
-        for regime in ("helpful", "harmless"):
-            ck = str(params.extra[f"{regime}_checkpoint"])
+        single_checkpoints = {"helpful": params.helpful_checkpoint, "harmless": params.harmless_checkpoint}
+        for regime in SINGLE_REGIMES:
+            ck = single_checkpoints[regime]
+            if ck is None:
+                raise ValueError(f"experiment C needs the {regime}-only checkpoint ({regime}_checkpoint)")
             progress.update(0.06, f"scoring the probe with the {regime} RM (for transferability)", force=True)
-            rm = load_reward_model(meta["base_model"], checkpoint_dir=str(checkpoint_dir(spec.artifact_root, ck)),
-                                   device=spec.device)
+            rm = load_reward_model(meta["base_model"], checkpoint_dir=str(job.checkpoint_dir(ck)), device=device)
             singles[regime] = probe.correct(score_texts(rm, probe.texts, max_length=params.max_length))
             del rm
         out = experiment_c(probe, scorer, inputs["helpful_magnitude"], inputs["harmless_magnitude"],
@@ -107,7 +97,7 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         summary["neuron_sets"] = {k: sum(len(v) for v in d.values()) for k, d in out["neuron_sets"].items()}
     else:
         shape = model_shape(loaded)
-        abl = Ablation({int(k): v for k, v in (params.neuron_set or {}).items()}, **opts)
+        abl = Ablation(params.neuron_set.layers if params.neuron_set else {}, **opts)
         abl.validate(*shape)
         out = run_with_controls(probe, scorer, abl, shape, seeds=seeds)
         rows = [_row({**r, "p": None}, "single", abl.key()[:12]) for r in out["rows"]]
@@ -117,24 +107,23 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         r.update(common)
     for f in flips:
         f.update(checkpoint=params.checkpoint, experiment=params.experiment)
-    out_dir = Path(spec.output_dir)
-    tables = []
-    for name, data in (("ablation_results", rows), ("ablation_flips", flips)):
-        if data:
-            pq.write_table(pa.Table.from_pylist(data), out_dir / f"{name}.parquet")
-            tables.append(ResultTable(table=name, path=f"{name}.parquet", rows=len(data)))
+    flips = [{k: f.get(k) for k in FLIP_COLUMNS} for f in flips]
+    tables: list[ResultTable] = []
+    if rows:
+        tables.append(job.write_table(AblationResultRow, rows))
+    if flips:
+        tables.append(job.write_table(AblationFlipRow, flips))
     summary["passes"] = calls["passes"]
     summary["headline"] = [{k: r[k] for k in ("condition", "p", "grp", "delta", "ci_lo", "ci_hi", "random_delta_mean")}
                            for r in rows if r["grp"] in ("all", "objective:helpful", "objective:harmless")][:60]
-    return ResultManifest(job_id=spec.job_id, kind=spec.kind, result_key=spec.result_key, tables=tables,
-                          summary=summary)
+    return job.manifest(tables, summary)
 
 
 def _expected_passes(params: AblateParams) -> int:
     n_seeds = max(1, len(params.random_seeds))
-    if params.experiment == "A":
+    if params.experiment == Experiment.A:
         n_p = len(params.percents or PERCENTS_A)
         return 1 + n_p * (n_seeds + 2 * (1 + n_seeds))
-    if params.experiment == "C":
+    if params.experiment == Experiment.C:
         return 1 + len(params.percents or (5, 10, 20)) * 3 * (1 + n_seeds)
     return 2 + n_seeds

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from workers.data.loaders import load_dataset
+from workers.contract.artifacts import ResultManifest
+from workers.contract.jobs import CaptureParams
+from workers.contract.results import NeuronExampleRow, NeuronStatRow
+from workers.contract.vocab import Side
 from workers.data.text import pair_texts
-from workers.jobs.evaluate import checkpoint_meta
+from workers.jobs.io import JobIO
 from workers.progress import Progress
-from workers.specs import CaptureParams, JobSpec, ResultManifest, ResultTable, checkpoint_dir
 
 CONTEXT_BEFORE_CHARS, CONTEXT_AFTER_CHARS = 160, 60
 
@@ -52,28 +50,29 @@ def _token_windows(loaded: Any, texts: dict[str, str], examples: list[dict[str, 
             ex["text_after"] = tok.decode(ids[pos + 1:pos + 9])
 
 
-def run(spec: JobSpec, progress: Progress) -> ResultManifest:
+def run(job: JobIO, progress: Progress) -> ResultManifest:
     from workers.models.registry import load_base_model, load_reward_model
     from workers.neurons.capture import capture_statistics
 
-    params = CaptureParams.model_validate(spec.params)
-    meta = checkpoint_meta(spec.artifact_root, params.checkpoint)
+    params = job.spec.typed(CaptureParams)
+    device = job.spec.device
+    meta = job.checkpoint_meta(params.checkpoint)
     base_name = params.base_model or meta["base_model"]
-    pairs = load_dataset(params.dataset)
+    pairs = job.pairs(params.dataset)
     groups: dict[str, list[str]] = defaultdict(list)
     ids: dict[str, list[str]] = defaultdict(list)
     texts: dict[str, str] = {}
     for p in pairs:
-        for side, text in zip(("chosen", "rejected"), pair_texts(p), strict=True):
+        for side, text in zip((Side.chosen, Side.rejected), pair_texts(p), strict=True):
             g = f"{p.objective}/{side}"
             tid = f"{p.pair_id}/{side}"
             groups[g].append(text)
             ids[g].append(tid)
             texts[tid] = text
     progress.update(0.02, f"loading {meta['regime']} RM and base {base_name}", force=True)
-    ck_dir = checkpoint_dir(spec.artifact_root, params.checkpoint)
-    rm = load_reward_model(meta["base_model"], checkpoint_dir=str(ck_dir), device=spec.device)
-    base = load_base_model(base_name, device=spec.device, seed=meta["seed"]) if base_name else None
+    ck_dir = job.checkpoint_dir(params.checkpoint)
+    rm = load_reward_model(meta["base_model"], checkpoint_dir=str(ck_dir), device=device)
+    base = load_base_model(base_name, device=device, seed=meta["seed"]) if base_name else None
     result = capture_statistics(rm, base, dict(groups), hook_point=params.hook, max_length=params.max_length,
                                 batch_size=params.batch_size, top_k=params.top_k_examples, text_ids=dict(ids),
                                 progress=progress.sub(0.05, 0.9))
@@ -93,14 +92,10 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         ex["pair_id"] = ex.pop("text_id").rsplit("/", 1)[0]
         ex["checkpoint"] = params.checkpoint
         ex.pop("token_id", None)
-    out = Path(spec.output_dir)
-    pq.write_table(pa.Table.from_pylist(stats), out / "neuron_stats.parquet")
-    tables = [ResultTable(table="neuron_stats", path="neuron_stats.parquet", rows=len(stats))]
+    tables = [job.write_table(NeuronStatRow, stats)]
     if examples:
-        pq.write_table(pa.Table.from_pylist(examples), out / "neuron_examples.parquet")
-        tables.append(ResultTable(table="neuron_examples", path="neuron_examples.parquet", rows=len(examples)))
+        tables.append(job.write_table(NeuronExampleRow, examples))
     summary = {"checkpoint": params.checkpoint, "regime": meta["regime"], "base_model": base_name,
                "hook": params.hook, "n_pairs": len(pairs), "groups": {g: len(t) for g, t in groups.items()},
                "n_neuron_rows": len(stats)}
-    return ResultManifest(job_id=spec.job_id, kind=spec.kind, result_key=spec.result_key, tables=tables,
-                          summary=summary)
+    return job.manifest(tables, summary)

@@ -6,24 +6,20 @@ directory appears atomically (written beside it, then renamed): a reader never s
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from workers import CODE_VERSION
-from workers.data.loaders import dataset_revision, load_dataset
+from workers.contract.artifacts import ResultManifest, checkpoint_key
+from workers.contract.jobs import DatasetRef, TrainParams
+from workers.contract.results import TrainingHistoryRow
+from workers.contract.version import code_version
+from workers.contract.vocab import REGIME_OBJECTIVES, Split
+from workers.data.loaders import dataset_revision
+from workers.jobs.io import JobIO
 from workers.progress import Progress
-from workers.runner import checkpoint_dir
-from workers.specs import DatasetRef, JobSpec, ResultManifest, ResultTable, TrainParams
-from workers.training.presets import REGIME_OBJECTIVES, TrainSettings, resolve_settings
-
-HISTORY_COLUMNS = ("checkpoint", "step", "epoch", "train_loss", "train_acc", "eval_loss", "eval_acc")
+from workers.storage import ArtifactStore
+from workers.training.presets import TrainSettings, resolve_settings
 
 
 def training_dataset_ref(params: TrainParams, settings: TrainSettings) -> DatasetRef:
@@ -32,7 +28,7 @@ def training_dataset_ref(params: TrainParams, settings: TrainSettings) -> Datase
     ref = params.dataset
     update: dict[str, Any] = {}
     if "split" not in ref.model_fields_set:
-        update["split"] = "train"
+        update["split"] = Split.train
     wanted = [o for o in ref.objectives if o in REGIME_OBJECTIVES[params.regime]]
     if not wanted:
         need = list(REGIME_OBJECTIVES[params.regime])
@@ -44,49 +40,38 @@ def training_dataset_ref(params: TrainParams, settings: TrainSettings) -> Datase
     return ref.model_copy(update=update)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished directory into place; an older copy (same key, same inputs) is swapped out first."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(final, trash)
-        os.replace(tmp, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-
-
-def save_checkpoint_atomic(loaded: Any, final: Path, meta: dict[str, Any]) -> None:
-    """Write the model, tokenizer and meta.json to a temp dir beside `final`, then rename it into place."""
+def save_checkpoint_atomic(loaded: Any, store: ArtifactStore, checkpoint: str, meta: dict[str, Any]) -> None:
+    """Write the model, tokenizer and meta.json to a staging directory, then publish it under the
+    checkpoint's key in one move: a reader never sees half a model, and an existing one (same key,
+    same inputs) is kept."""
     from workers.models.registry import save_checkpoint
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would follow the rename and hide the checkpoint from other users
+    key = checkpoint_key(checkpoint)
+    staged = store.staging_dir(key)
     try:
-        save_checkpoint(loaded, tmp, meta)  # weights, tokenizer and meta.json
-        _replace_dir(tmp, final)
+        save_checkpoint(loaded, staged, meta)  # weights, tokenizer and meta.json
+        store.publish_staged(staged, key)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
         raise
 
 
-def run(spec: JobSpec, progress: Progress) -> ResultManifest:
+def run(job: JobIO, progress: Progress) -> ResultManifest:
     from workers.models.registry import load_reward_model
     from workers.training.trainer import train_reward_model
 
     started = time.time()
-    params = TrainParams.model_validate(spec.params)
+    spec = job.spec
+    params = spec.typed(TrainParams)
     settings = resolve_settings(params)
     ref = training_dataset_ref(params, settings)
     progress.update(0.01, "loading data", force=True)
-    pairs = load_dataset(ref)
-    revision = dataset_revision(ref.source)
+    pairs = job.pairs(ref)
+    revision = dataset_revision(ref.source, store=job.store)
     progress.update(0.04, f"loading model {params.model}", force=True)
     loaded = load_reward_model(params.model, device=spec.device, seed=params.seed, reinit_head=True)
-    final = checkpoint_dir(spec.artifact_root, spec.result_key)
-    final.parent.mkdir(parents=True, exist_ok=True)
     result = train_reward_model(loaded, pairs, settings, regime=params.regime, seed=params.seed,
-                                progress=progress.sub(0.05, 0.92), work_dir=spec.output_dir)
+                                progress=progress.sub(0.05, 0.92))
 
     progress.update(0.93, "saving checkpoint", force=True)
     metrics = result.metrics
@@ -102,16 +87,13 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         "n_train": result.n_train,
         "n_eval": result.n_eval,
         "metrics": metrics,
-        "code_version": CODE_VERSION,
+        "code_version": code_version(),
         "created": time.time(),
     }
-    save_checkpoint_atomic(loaded, final, meta)
+    save_checkpoint_atomic(loaded, job.store, spec.result_key, meta)
 
-    rows = [{**r, "checkpoint": spec.result_key} for r in result.history]
-    types = {"checkpoint": pa.string(), "step": pa.int64()}
-    table = pa.table({c: pa.array([r[c] for r in rows], types.get(c, pa.float64())) for c in HISTORY_COLUMNS})
-    out = Path(spec.output_dir) / "training_history.parquet"
-    pq.write_table(table, out)
+    cols = TrainingHistoryRow.columns()
+    rows = [{c: ({**r, "checkpoint": spec.result_key}).get(c) for c in cols} for r in result.history]
     summary = {
         "regime": params.regime,
         "model": params.model,
@@ -131,6 +113,4 @@ def run(spec: JobSpec, progress: Progress) -> ResultManifest:
         "data_revision": revision,
         "settings": settings.as_dict(),
     }
-    history_table = ResultTable(table="training_history", path=out.name, rows=len(rows))
-    return ResultManifest(job_id=spec.job_id, kind=spec.kind, result_key=spec.result_key,
-                          checkpoint=spec.result_key, tables=[history_table], summary=summary)
+    return job.manifest([job.write_table(TrainingHistoryRow, rows)], summary, checkpoint=spec.result_key)

@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from workers.models.architectures import ArchitectureSpec, get_architecture, spec_for_model_type
+from workers.models.arch import ArchitectureSpec, get_architecture, spec_for_model_type
 from workers.models.names import (
     REGISTERED_MODELS,
     SMOLLM2_INSTALL_HINT,

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from workers.models.architectures import HOOK_POINTS, HookPoint
+from workers.contract.vocab import HookPoint
 from workers.models.registry import LoadedModel
 from workers.models.scoring import Batch, ProgressLike, iter_batches, n_batches, tokenize
 from workers.neurons.hooks import record_neurons
@@ -410,7 +410,7 @@ def _check_base(rm: LoadedModel, base: LoadedModel) -> None:
 
 def capture_statistics(rm: LoadedModel, base: LoadedModel | None,
                        texts_by_group: Mapping[str, Sequence[str]], *,
-                       hook_point: HookPoint = "down_proj_input", max_length: int = 128, batch_size: int = 16,
+                       hook_point: HookPoint = HookPoint.down_proj_input, max_length: int = 128, batch_size: int = 16,
                        top_k: int = 8, text_ids: Mapping[str, Sequence[str | int]] | None = None,
                        progress: ProgressLike | Any | None = None) -> CaptureResult:
     """Neuron statistics of `rm` per group of texts; C against `base` on the same batch (None: no C).
@@ -418,8 +418,8 @@ def capture_statistics(rm: LoadedModel, base: LoadedModel | None,
     Texts are tokenised once with the RM's tokenizer (left truncation) and fed, length-bucketed, to both
     models, so A, P and C are over exactly the same non-pad tokens.
     """
-    if hook_point not in HOOK_POINTS:
-        raise ValueError(f"unknown hook point {hook_point!r}; choose one of {HOOK_POINTS}")
+    if hook_point not in tuple(HookPoint):
+        raise ValueError(f"unknown hook point {hook_point!r}; choose one of {[str(h) for h in HookPoint]}")
     if top_k < 0:
         raise ValueError("top_k must be >= 0")
     if base is not None:

@@ -1,7 +1,9 @@
 """Neuron scores → neuron sets: top-p% with tie detection, random controls, set algebra, overlap.
 
 A score array has shape [n_layers, n_neurons], one entry per (layer, neuron); a boolean mask of the same
-shape is a neuron set. Pure numpy/scipy so selections are reproducible anywhere (METHOD.md §3-4).
+shape is a neuron set. Pure numpy/scipy so selections are reproducible anywhere (METHOD.md §3-4). This is
+the only implementation of top-p% selection: the workers' experiments and the web process
+(`app/neurons/service.py`) both call `top_percent`, so it must stay torch-free.
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import hypergeom
+
+from workers.contract.vocab import SharedMode
 
 __all__ = [
     "Selection",
@@ -33,6 +35,7 @@ __all__ = [
     "three_way_overlap",
     "top_percent",
     "union",
+    "untied_count",
 ]
 
 Mask = NDArray[np.bool_]
@@ -81,8 +84,10 @@ class Selection:
     p: float
 
 
-def _untied_count(n: int, p: float) -> int:
+def untied_count(n: int, p: float) -> int:
     """How many entries `>= np.percentile(·, 100 − p)` selects when all n scores are distinct.
+
+    A selection is tied when it holds more than max(requested_count(n, p), untied_count(n, p)) neurons.
 
     Mirrors numpy's 'linear' method: virtual index h = (n − 1)·q; a fractional h puts θ strictly between
     two sorted values, an integral h puts it on one.
@@ -114,7 +119,7 @@ def top_percent(scores: ArrayLike, p: float) -> Selection:
     theta = float(np.percentile(s, 100.0 - p))
     mask = s >= theta
     selected = int(mask.sum())
-    tied = selected > max(requested, _untied_count(n, p))
+    tied = selected > max(requested, untied_count(n, p))
     return Selection(mask, theta, requested, selected, tied, p)
 
 
@@ -192,7 +197,7 @@ def difference(a: ArrayLike, b: ArrayLike) -> Mask:
 
 
 def specific_and_shared(
-    helpful: ArrayLike, harmless: ArrayLike, mode: Literal["intersection", "per_layer"] = "intersection"
+    helpful: ArrayLike, harmless: ArrayLike, mode: SharedMode = SharedMode.intersection
 ) -> dict[str, Mask]:
     """Helpful-specific H \\ R, harmless-specific R \\ H and shared sets.
 
@@ -202,7 +207,7 @@ def specific_and_shared(
     """
     h, r = _same_shape(helpful, harmless)
     shared = h & r
-    if mode == "per_layer":
+    if mode == SharedMode.per_layer:
         h_any = h.any(axis=1)
         r_any = r.any(axis=1)
         only_h = h_any & ~r_any
@@ -210,7 +215,7 @@ def specific_and_shared(
         shared = shared.copy()
         shared[only_h] = h[only_h]
         shared[only_r] = r[only_r]
-    elif mode != "intersection":
+    elif mode != SharedMode.intersection:
         raise ValueError(f"mode must be 'intersection' or 'per_layer', got {mode!r}")
     return {"helpful_specific": h & ~r, "harmless_specific": r & ~h, "shared": shared}
 

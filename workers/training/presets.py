@@ -10,17 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from workers.specs import TrainParams
+from workers.contract.jobs import TrainParams
 
 Truncation = Literal["left", "drop"]
-PresetName = Literal["paper", "demo", "custom"]
-
-#: The objectives whose pairs each regime trains on.
-REGIME_OBJECTIVES: dict[str, tuple[str, ...]] = {
-    "helpful": ("helpful",),
-    "harmless": ("harmless",),
-    "mixed": ("helpful", "harmless"),
-}
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,10 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import RewardConfig, RewardTrainer
 
+from workers.contract.vocab import REGIME_OBJECTIVES
 from workers.data.text import pair_texts, tokenize_left
 from workers.models.scoring import effective_max_length
-from workers.training.presets import REGIME_OBJECTIVES, TrainSettings
+from workers.training.presets import TrainSettings
 
 if TYPE_CHECKING:
     from workers.data.schema import PreferencePair

@@ -344,21 +344,21 @@ def test_layer_slice_named_set_and_single_neuron(world: SimpleNamespace) -> None
 
 
 @pytest.mark.parametrize(("query", "status", "message"), [
-    ({"part": "everything"}, 400, "unknown part"),
+    ({"part": "everything"}, 422, "unknown part"),
     ({"part": "shared", "layer": "7"}, 404, "layer 7 out of range"),
     ({"part": "shared", "layer": "-1"}, 404, "out of range"),
-    ({"part": "shared", "layer": "one"}, 400, "whole number"),
-    ({"neurons": '{"1": [5'}, 400, "neurons must be JSON"),
-    ({"neurons": '["not", "a", "dict"]'}, 400, "neurons must be JSON"),
+    ({"part": "shared", "layer": "one"}, 422, "whole number"),
+    ({"neurons": '{"1": [5'}, 422, "neurons must be JSON"),
+    ({"neurons": '["not", "a", "dict"]'}, 422, "neurons must be JSON"),
     ({"neurons": '{"9": [1]}'}, 404, "layer 9 out of range"),
     ({"neurons": '{"1": [128]}'}, 404, "neuron 128 of layer 1 out of range"),
-    ({"part": "shared", "p": "500"}, 400, "p must be"),
-    ({"part": "shared", "stat": "Z"}, 400, "unknown statistic"),
-    ({"part": "shared", "shared": "union"}, 400, "unknown shared mode"),
-    ({"part": "shared", "mode": "halve"}, 400, "unknown mode"),
+    ({"part": "shared", "p": "500"}, 422, "p must be"),
+    ({"part": "shared", "stat": "Z"}, 422, "unknown statistic"),
+    ({"part": "shared", "shared": "union"}, 422, "unknown shared mode"),
+    ({"part": "shared", "mode": "halve"}, 422, "unknown mode"),
     ({"part": "shared", "probe_limit": "0"}, 400, "probe_limit"),
     ({"set": "no-such-set"}, 404, "no neuron set"),
-    ({}, 400, "say which neurons"),
+    ({}, 422, "say which neurons"),
 ])
 def test_bad_toggles_are_4xx(world: SimpleNamespace, query: dict[str, str], status: int, message: str) -> None:
     r = _live(world, query)
@@ -371,8 +371,8 @@ def test_bad_toggles_are_4xx(world: SimpleNamespace, query: dict[str, str], stat
 def test_bad_toggles_through_the_json_api(world: SimpleNamespace) -> None:
     ck = world.checkpoints["mixed"]
     api = f"/api/live/{ck}/toggle"
-    assert world.client.get(api, params={"part": "everything"}).status_code == 400
-    assert world.client.get(api, params={"neurons": "{bad"}).status_code == 400
+    assert world.client.get(api, params={"part": "everything"}).status_code == 422
+    assert world.client.get(api, params={"neurons": "{bad"}).status_code == 422
     r = world.client.get(api, params={"neurons": '{"0": [999]}', "probe_limit": PROBE})
     assert r.status_code == 404 and "neuron 999" in r.json()["detail"]  # checked before any worker starts
     r = world.client.get(api, params={"part": "shared", "layer": 99})
@@ -459,8 +459,8 @@ def test_share_control_and_read_only_refusal(world: SimpleNamespace) -> None:
 def test_queue_refuses_an_empty_or_bad_set(world: SimpleNamespace) -> None:
     c = world.client
     ck = world.checkpoints["mixed"]
-    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{}"}).status_code == 400
-    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{x"}).status_code == 400
+    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{}"}).status_code == 422
+    assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": "{x"}).status_code == 422
     assert c.post("/ui/ablation/queue", data={"checkpoint": ck, "neurons": '{"0": [1]}',
-                                             "mode": "halve"}).status_code == 400
+                                             "mode": "halve"}).status_code == 422
     assert c.post("/ui/ablation/queue", data={"checkpoint": "nope", "neurons": '{"0": [1]}'}).status_code == 404

@@ -40,7 +40,7 @@ def test_malformed_upload_is_rejected_with_file_line_problem(client: TestClient,
     before = _stored_state(client)
     content, needle = BAD_FILES[name]
     r = client.post("/api/datasets", files={"file": (name, content)})
-    assert 400 <= r.status_code < 500, r.text
+    assert 422 <= r.status_code < 500, r.text
     detail = r.json()["detail"]
     assert name in detail and needle.lower() in detail.lower(), detail
     assert _stored_state(client) == before
@@ -56,7 +56,7 @@ def test_fifty_megabyte_line(client: TestClient, tmp_path: Path) -> None:
         f.write(b'{"pair_id": "x", "prompt": "' + b"a" * (50 * 1024 * 1024) + b'"}\n')
     with open(big, "rb") as fh:
         r = client.post("/api/datasets", files={"file": ("huge.jsonl", fh)})
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert "huge.jsonl" in r.json()["detail"] and "line 2" in r.json()["detail"]
 
 
@@ -71,7 +71,7 @@ def test_valid_upload_becomes_a_job_source(client: TestClient) -> None:
     assert job.status_code == 202, job.text
     missing = client.post("/api/jobs", json={"kind": "score", "params": {
         "model": "tiny-bert", "dataset": {"source": ds["source"], "objectives": ["harmless"]}}})
-    assert missing.status_code == 400 and "harmless" in missing.json()["detail"]
+    assert missing.status_code == 422 and "harmless" in missing.json()["detail"]
 
 
 def test_cli_names_file_line_and_problem(tmp_path: Path, settings) -> None:  # type: ignore[no-untyped-def]

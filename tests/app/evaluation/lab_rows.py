@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from app.db import Checkpoint, Run
-from workers.specs import ResultManifest, ResultTable
+from app.core.db import Checkpoint, Run
+from workers.contract.jobs import ResultManifest, ResultTable
 
 BASE = "org/tiny-model"  # a Hugging Face-style id: the '/' must survive the path parameter
 REGIMES = ("helpful", "harmless", "mixed")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import Checkpoint
+from app.core.db import Checkpoint
 from tests.app.evaluation import lab_rows
 from tests.conftest import make_settings, wait_job
 
@@ -267,7 +267,7 @@ def test_launch_forms_return_error_fragments(client: TestClient, seeded: dict[st
     hx = {"HX-Request": "true"}
     r = client.post("/lab/ui/train", data={"model": "no-such-model", "regime": "mixed", "preset": "demo",
                                            "seed": "0"}, headers=hx)
-    assert r.status_code == 400 and 'class="error"' in r.text and "no-such-model" in r.text
+    assert r.status_code == 422 and 'class="error"' in r.text and "no-such-model" in r.text
     r = client.post("/lab/ui/train", data={"model": "tiny-bert", "regime": "mixed", "preset": "demo",
                                            "seed": "0", "limit": "abc"}, headers=hx)
     assert r.status_code == 422 and "whole number" in r.text

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.db import Job
+from app.core.db import Job
 from app.main import create_app
 from tests.conftest import make_settings, wait_job
 
@@ -47,7 +47,7 @@ def test_score_job_through_http_api_reads_rewards_back_from_duckdb(client: TestC
     from workers.data.text import pair_texts
     from workers.models.registry import load_reward_model
     from workers.models.scoring import score_texts
-    from workers.specs import DatasetRef
+    from workers.contract.jobs import DatasetRef
 
     pairs = load_dataset(DatasetRef(**SLICE))
     loaded = load_reward_model("minilm-l6", device="cpu", seed=0)
@@ -162,9 +162,9 @@ def test_recovery_at_startup(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("params,status,needle", [
-    ({"model": "no-such-model"}, 400, "no-such-model"),
-    ({"model": "tiny-bert", "dataset": {"source": "/nonexistent/file.jsonl"}}, 400, "/nonexistent/file.jsonl"),
-    ({"model": "tiny-bert", "dataset": {"subsets": ["nope/none"]}}, 400, "no pairs"),
+    ({"model": "no-such-model"}, 422, "no-such-model"),
+    ({"model": "tiny-bert", "dataset": {"source": "/nonexistent/file.jsonl"}}, 422, "/nonexistent/file.jsonl"),
+    ({"model": "tiny-bert", "dataset": {"subsets": ["nope/none"]}}, 422, "no pairs"),
     ({"model": "tiny-bert", "max_length": 2}, 422, "max_length"),
     ({"model": "tiny-bert", "bogus": 1}, 422, "bogus"),
     ({"model": "tiny-bert", "checkpoint": "deadbeef"}, 404, "deadbeef"),
@@ -202,4 +202,4 @@ def test_training_key_follows_resolved_settings(tmp_path: Path) -> None:
         assert cached and same.id == a.id
         assert other.result_key != a.result_key
         r = c.post("/api/jobs", json={"kind": "train", "params": {**base, "learning_rate": -1}})
-        assert r.status_code == 400 and "learning_rate" in r.json()["detail"]
+        assert r.status_code == 422 and "learning_rate" in r.json()["detail"]

@@ -242,18 +242,18 @@ def test_named_sets_round_trip_and_algebra(world: SimpleNamespace) -> None:
 
 # -- 4xx ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("url", "status", "needle"), [
-    (f"/api/neurons/{MODEL}/overlap?p=101", 400, "p must be"),
-    (f"/api/neurons/{MODEL}/overlap?p=-1", 400, "p must be"),
-    (f"/api/neurons/{MODEL}/overlap?p=nan", 400, "p must be"),
+    (f"/api/neurons/{MODEL}/overlap?p=101", 422, "p must be"),
+    (f"/api/neurons/{MODEL}/overlap?p=-1", 422, "p must be"),
+    (f"/api/neurons/{MODEL}/overlap?p=nan", 422, "p must be"),
     (f"/api/neurons/{MODEL}/overlap?p=ten", 422, "query.p"),
-    (f"/api/neurons/{MODEL}/overlap?stat=X", 400, "unknown statistic"),
-    (f"/api/neurons/{MODEL}/overlap?shared=union", 400, "unknown shared mode"),
-    (f"/api/neurons/{MODEL}/overlap?hook=mlp", 400, "unknown hook"),
+    (f"/api/neurons/{MODEL}/overlap?stat=X", 422, "unknown statistic"),
+    (f"/api/neurons/{MODEL}/overlap?shared=union", 422, "unknown shared mode"),
+    (f"/api/neurons/{MODEL}/overlap?hook=mlp", 422, "unknown hook"),
     (f"/api/neurons/{MODEL}/overlap?seed=7", 404, "no capture"),
     ("/api/neurons/org/unknown-model/overlap", 404, "no capture"),
-    (f"/api/neurons/{MODEL}/scores?regime=both", 400, "unknown regime"),
+    (f"/api/neurons/{MODEL}/scores?regime=both", 422, "unknown regime"),
     (f"/api/neurons/{MODEL}/scores?layer=2", 404, "layer 2 out of range"),
-    (f"/api/neurons/{MODEL}/scores?scope=everything", 400, "unknown scope"),
+    (f"/api/neurons/{MODEL}/scores?scope=everything", 422, "unknown scope"),
     ("/api/neurons/unknown/scores?checkpoint=nope", 404, "no neuron capture"),
     ("/api/neuron-sets/no-such-set", 404, "no neuron set named"),
 ])
@@ -264,12 +264,12 @@ def test_api_errors_are_clear(world: SimpleNamespace, url: str, status: int, nee
 
 
 @pytest.mark.parametrize(("path", "body", "status", "needle"), [
-    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "everything"}, 400, "unknown part"),
+    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "everything"}, 422, "unknown part"),
     ("/api/neuron-sets", {"name": "x", "base_model": "nope", "part": "shared"}, 404, "no capture"),
     ("/api/neuron-sets", {"name": "x", "checkpoint": "nope"}, 404, "no neuron capture"),
-    ("/api/neuron-sets", {"name": "x", "p": 10}, 400, "give either"),
-    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "shared", "p": 150}, 400, "p must be"),
-    ("/api/neuron-sets", {"name": "   ", "base_model": MODEL, "part": "shared"}, 400, "non-blank name"),
+    ("/api/neuron-sets", {"name": "x", "p": 10}, 422, "give either"),
+    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "shared", "p": 150}, 422, "p must be"),
+    ("/api/neuron-sets", {"name": "   ", "base_model": MODEL, "part": "shared"}, 422, "non-blank name"),
     ("/api/neuron-sets", {"base_model": MODEL, "part": "shared"}, 422, "name"),
     ("/api/neuron-sets/combine", {"name": "x", "op": "xor", "args": ["a"]}, 404, "no neuron set named"),
     ("/api/neuron-sets/combine", {"name": "x", "op": "union", "args": []}, 422, "args"),
@@ -289,10 +289,10 @@ def test_set_name_conflicts_and_bad_operations(world: SimpleNamespace) -> None:
     dup = c.post("/api/neuron-sets", json={"name": "ops-a", "p": 12, **base})
     assert dup.status_code == 409 and "already exists" in dup.json()["detail"]
     bad = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "xor", "args": ["ops-a", "ops-b"]})
-    assert bad.status_code == 400 and "unknown set operation" in bad.json()["detail"]
+    assert bad.status_code == 422 and "unknown set operation" in bad.json()["detail"]
     three = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "difference",
                                                      "args": ["ops-a", "ops-b", "ops-a"]})
-    assert three.status_code == 400 and "exactly two" in three.json()["detail"]
+    assert three.status_code == 422 and "exactly two" in three.json()["detail"]
     diff = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "difference",
                                                     "args": ["ops-b", "ops-a"]})
     assert diff.status_code == 201
@@ -349,8 +349,8 @@ def test_dashboard_page_embeds_the_overlap_numbers(world: SimpleNamespace) -> No
 
 def test_dashboard_and_neuron_page_errors_are_pages(world: SimpleNamespace) -> None:
     c = world.client
-    for url, status, needle in [(f"/models/{MODEL}/dashboard?p=200", 400, "p must be"),
-                                (f"/models/{MODEL}/dashboard?p=lots", 400, "p must be a number"),
+    for url, status, needle in [(f"/models/{MODEL}/dashboard?p=200", 422, "p must be"),
+                                (f"/models/{MODEL}/dashboard?p=lots", 422, "p must be a number"),
                                 ("/models/org/nothing/dashboard", 404, "no capture"),
                                 (f"/models/{MODEL}/neurons/2/0", 404, "layer 2 out of range"),
                                 (f"/models/{MODEL}/neurons/1/128", 404, "neuron 128 out of range"),

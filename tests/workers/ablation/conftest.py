@@ -12,7 +12,7 @@ TINY = ("tiny-gpt2", "tiny-llama", "tiny-qwen2", "tiny-bert")
 @pytest.fixture(scope="session")
 def probe_pairs() -> list[Any]:
     from workers.data.loaders import load_dataset
-    from workers.specs import DatasetRef
+    from workers.contract.jobs import DatasetRef
 
     return list(load_dataset(DatasetRef(source="bundled", split="test", limit=6)))
 

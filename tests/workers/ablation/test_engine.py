@@ -1,4 +1,8 @@
-"""The ablation engine: what each mode does to the neurons, and that hooks never outlive their block."""
+"""The ablation engine: what each mode does to the neurons, and that hooks never outlive their block.
+
+The one ablation implementation: the tests of the former `workers.neurons.hooks.ablate_neurons` (exact zeroing,
+modes, both hook points on a gated MLP) now run against `ablated` here.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from workers.ablation.engine import Ablation, ablated, ablation_from_params, as_
 from workers.data.text import pair_texts
 from workers.models.scoring import score_texts
 from workers.neurons.hooks import record_neurons
-from workers.specs import AblateParams
+from workers.contract.jobs import AblateParams
 
 MAX_LEN = 48
 
@@ -65,8 +69,18 @@ def test_ablation_rejects_bad_input() -> None:
         Ablation({0: [1]}, mode="drop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="means"):
         Ablation({0: [1]}, mode="mean")
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="out of range"):
         Ablation({0: [-1]})
+    with pytest.raises(ValueError, match="out of range"):
+        Ablation({-1: [0]})
+    with pytest.raises(ValueError, match="integer"):
+        Ablation({"a": [0]})
+    with pytest.raises(ValueError, match="integers"):
+        Ablation({0: np.array([True, False])})  # a bool row is not a list of indices
+    with pytest.raises(ValueError, match="integers"):
+        Ablation({0: [1.5]})
+    with pytest.raises(ValueError, match="hook point"):
+        Ablation({0: [1]}, hook_point="mlp_out")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bool mask"):
         Ablation(np.zeros((2, 3), dtype=int))
     with pytest.raises(ValueError, match="out of range"):
@@ -77,9 +91,21 @@ def test_ablation_rejects_bad_input() -> None:
 
 
 def test_ablation_from_params_reads_the_job_spec() -> None:
-    params = AblateParams(checkpoint="c", neuron_set={"1": [3, 2]}, mode="scale", scale=0.5)
+    params = AblateParams.model_validate({"checkpoint": "c", "neuron_set": {"1": [3, 2]}, "mode": "scale",
+                                          "scale": 0.5, "hook": "act_output"})
     a = ablation_from_params(params)
     assert a.neurons[1].tolist() == [2, 3] and a.mode == "scale" and a.factor == 0.5
+    assert a.hook_point == HookPoint.act_output
+
+
+def test_contract_words_and_index_sets_are_accepted_as_they_are() -> None:
+    """A `NeuronIndexSet` and the vocabulary's enums build the same ablation as plain JSON-ish values."""
+    plain = Ablation({"0": [5, 1]}, mode="scale", factor=0.5, hook_point="act_output")
+    typed = Ablation(NeuronIndexSet.model_validate({0: [1, 5]}), mode=AblationMode.scale, factor=0.5,
+                     hook_point=HookPoint.act_output)
+    assert plain == typed and plain.key() == typed.key()
+    assert plain.mode is AblationMode.scale and plain.hook_point is HookPoint.act_output
+    assert plain.describe()["mode"] == "scale" and plain.to_dict() == {"0": [1, 5]}
 
 
 # ------------------------------------------------------------------------------------ what the hooks do
@@ -180,3 +206,77 @@ def test_hooks_are_removed_even_when_the_block_raises(tiny_models: dict[str, Any
     with pytest.raises(ValueError, match="out of range"), ablated(loaded, {7: [0]}):
         pass
     assert _hook_count(loaded) == before
+
+
+# ------------------------------------------------------------------------------------ exact neuron edits
+# (moved from tests/workers/neurons/test_hooks.py when `ablate_neurons` was folded into this engine)
+
+HOOK_TEXTS = ["Human: what is two plus two?\n\nAssistant: Four.",
+              "Human: hi\n\nAssistant: Hello, how can I help?", "short"]
+
+
+def _hooks_left(lm: Any) -> int:
+    n = 0
+    for layer in range(lm.arch.n_layers(lm.model)):
+        for hp in HookPoint:
+            mod = lm.arch.hook_module(lm.model, layer, hp)
+            n += len(mod._forward_pre_hooks) + len(mod._forward_hooks)
+    return n
+
+
+def _enc(lm: Any) -> dict[str, torch.Tensor]:
+    return dict(lm.tokenizer(HOOK_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
+@pytest.mark.parametrize("hook_point", list(HookPoint))
+def test_ablation_zeroes_exactly_the_selected_neurons(tiny_models: dict[str, Any], name: str,
+                                                      hook_point: str) -> None:
+    lm = tiny_models[name]
+    enc = _enc(lm)
+    clean: dict[int, torch.Tensor] = {}
+    ablated_values: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        with record_neurons(lm.model, lambda i, v: clean.__setitem__(i, v.clone()), hook_point, layers=[0]):
+            lm.model(**enc)
+        with ablated(lm, {"0": [1, 5, 77]}, hook_point=hook_point), \
+                record_neurons(lm.model, lambda i, v: ablated_values.__setitem__(i, v.clone()), hook_point, [0]):
+            lm.model(**enc)
+    assert torch.count_nonzero(ablated_values[0][..., [1, 5, 77]]) == 0
+    keep = [i for i in range(128) if i not in (1, 5, 77)]
+    torch.testing.assert_close(ablated_values[0][..., keep], clean[0][..., keep], rtol=0, atol=0)
+    assert _hooks_left(lm) == 0
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
+def test_ablation_modes(tiny_models: dict[str, Any], name: str) -> None:
+    lm = tiny_models[name]
+    base = score_texts(lm, HOOK_TEXTS)
+    with ablated(lm, {0: [], 1: []}):
+        np.testing.assert_array_equal(score_texts(lm, HOOK_TEXTS), base)
+    with ablated(lm, {0: list(range(128))}, mode="scale", factor=1.0):
+        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), base, atol=1e-6)
+    all_neurons = {i: np.arange(128) for i in range(2)}
+    with ablated(lm, all_neurons):
+        zeroed = score_texts(lm, HOOK_TEXTS)
+    with ablated(lm, all_neurons, mode="scale", factor=0.0):
+        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), zeroed, atol=1e-6)
+    with ablated(lm, all_neurons, mode="mean", means=np.zeros((2, 128))):
+        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), zeroed, atol=1e-6)
+    assert not np.allclose(zeroed, base, atol=1e-6)
+    with pytest.raises(ValueError, match="means"), ablated(lm, all_neurons, mode="mean"):
+        pass
+    with pytest.raises(ValueError, match="mode"), ablated(lm, all_neurons, mode="nope"):
+        pass
+    assert _hooks_left(lm) == 0
+
+
+def test_zeroing_gated_neurons_is_the_same_at_both_points(tiny_models: dict[str, Any]) -> None:
+    """act(gate x) = 0 and act(gate x) * up x = 0 both leave the down projection nothing (METHOD.md §3)."""
+    lm = tiny_models["tiny-llama"]
+    base = score_texts(lm, HOOK_TEXTS)
+    for neuron_set in ({i: list(range(128)) for i in range(2)}, {0: [3, 40], 1: [7]}):
+        a = score_with_ablation(lm, HOOK_TEXTS, neuron_set, hook_point="down_proj_input")
+        b = score_with_ablation(lm, HOOK_TEXTS, neuron_set, hook_point="act_output")
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert not np.allclose(a, base, atol=1e-7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 
 from workers.ablation.engine import Ablation, score_with_ablation
 from workers.ablation.live import LiveAblationSession, fast_path_family
+from workers.models.arch import live_fast_path
 from workers.models.scoring import score_texts
 
 MAX_LEN = 48
@@ -160,6 +163,24 @@ def test_fast_path_families() -> None:
         config = None
 
     assert fast_path_family(Other()) is None  # type: ignore[arg-type]
+    chosen = live_fast_path(Other())  # type: ignore[arg-type]
+    assert chosen.ops is None and "Other" in str(chosen.reason)
+
+
+def test_a_class_without_fast_path_says_so_and_answers_by_full_forwards(
+        tiny_models: dict[str, Any], probe_pairs: list[Any]) -> None:
+    """The fast path is per class: a subclass it does not know takes full forwards and names itself."""
+    loaded = tiny_models["tiny-bert"]
+    model = copy.deepcopy(loaded.model)
+    model.__class__ = type("UnknownBertForSequenceClassification", (type(model),), {})
+    other = dataclasses.replace(loaded, model=model)
+    s = LiveAblationSession.from_pairs(other, probe_pairs, per_objective=2, max_length=MAX_LEN)
+    assert s.family is None and not s.info()["fast_path"]
+    assert "UnknownBertForSequenceClassification" in str(s.info()["fallback_reason"])
+    mask = _random_set([0, 1], seed=61)
+    assert s.toggle(mask)["timing"]["path"] == "full"
+    reference = score_with_ablation(other, s.texts, Ablation(mask), max_length=MAX_LEN)
+    np.testing.assert_allclose(s.rewards(mask), reference, atol=TOL, rtol=0)
 
 
 def test_probe_pairs_may_be_text_tuples(tiny_models: dict[str, Any]) -> None:
@@ -171,10 +192,10 @@ def test_probe_pairs_may_be_text_tuples(tiny_models: dict[str, Any]) -> None:
 
 def test_a_fast_path_that_disagrees_with_the_model_falls_back(
         tiny_models: dict[str, Any], probe_pairs: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from workers.ablation import live
+    from workers.models.arch.bert import BertLiveOps
 
-    real_head = live._BertOps.head
-    monkeypatch.setattr(live._BertOps, "head", lambda self, model, h: real_head(self, model, h) + 1.0)
+    real_head = BertLiveOps.head
+    monkeypatch.setattr(BertLiveOps, "head", lambda self, model, h: real_head(self, model, h) + 1.0)
     s = LiveAblationSession.from_pairs(tiny_models["tiny-bert"], probe_pairs, per_objective=2,
                                        max_length=MAX_LEN)
     assert s.family is None and "disagreed" in str(s.info()["fallback_reason"])

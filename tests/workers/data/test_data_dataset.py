@@ -19,7 +19,7 @@ from workers.data.loaders import (
     load_pairs_file,
     select_pairs,
 )
-from workers.specs import DatasetRef
+from workers.contract.jobs import DatasetRef
 
 
 def test_bundled_default_ref_is_the_test_split_of_both_objectives() -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workers.models.architectures import HOOK_POINTS
+from workers.contract.vocab import HookPoint
 from workers.models.registry import LoadedModel, load_base_model, load_reward_model
 from workers.neurons.capture import STAT_NAMES, CaptureResult, capture_statistics
 from workers.progress import Progress
@@ -109,7 +109,7 @@ def _reference(rm: LoadedModel, base: LoadedModel | None, texts: list[str], hook
     return ref
 
 
-@pytest.mark.parametrize("hook_point", HOOK_POINTS)
+@pytest.mark.parametrize("hook_point", list(HookPoint))
 def test_statistics_and_top_k_match_a_plain_forward_pass(models, hook_point: str) -> None:  # type: ignore[no-untyped-def]
     rm, base = models
     res = capture_statistics(rm, base, GROUPS, hook_point=hook_point, max_length=MAX_LEN, batch_size=3,

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from workers.jobs.train import training_dataset_ref
-from workers.specs import DatasetRef, TrainParams
+from workers.contract.jobs import DatasetRef, TrainParams
 from workers.training.presets import PRESETS, resolve_settings
 
 

@@ -16,7 +16,7 @@ from workers.data.text import pair_texts
 from workers.models.registry import load_reward_model
 from workers.models.scoring import score_texts
 from workers.runner import checkpoint_dir, run
-from workers.specs import JobKind, JobSpec, ResultManifest
+from workers.contract.jobs import JobKind, JobSpec, ResultManifest
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

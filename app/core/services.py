@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from app.db import Database
+from app.core.db import Database
+from app.core.migrate import upgrade_metadata
+from app.core.settings import Settings
+from app.core.store import StatsStore
 from app.jobs.executor import make_executor
 from app.jobs.service import JobContext, JobService
-from app.migrate import upgrade_metadata
-from app.settings import Settings
-from app.store import StatsStore
 
 
 @dataclass
@@ -29,7 +29,8 @@ class Services:
         db = Database(settings.resolved_database_url)
         store = StatsStore(settings.resolved_duckdb_path)
         ctx = JobContext(db=db, store=store, executor=make_executor(settings.executor, settings.python),
-                         artifact_dir=settings.resolved_artifact_dir, concurrency=settings.concurrency,
+                         artifacts=settings.artifact_store_client(), log_dir=settings.log_dir,
+                         concurrency=settings.concurrency,
                          device=settings.device, heartbeat_timeout_s=settings.heartbeat_timeout_s)
         services = cls(settings, db, store, JobService(ctx), revision)
         from app.domains import register_job_kinds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,8 @@ from typing import Any
 
 import duckdb
 
-from workers.specs import ResultManifest
+from workers.contract.artifacts import ResultManifest
+from workers.storage import ArtifactStore
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "migrations" / "duckdb"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -72,18 +74,25 @@ class StatsStore:
             ).fetchone()
         return row is not None
 
-    def ingest(self, manifest: ResultManifest, output_dir: str | Path) -> bool:
-        """Load every table of a manifest in one transaction. Returns False when already ingested."""
-        out = Path(output_dir).resolve()
+    def ingest(self, manifest: ResultManifest, artifacts: ArtifactStore, job_prefix: str) -> bool:
+        """Load every table of a manifest in one transaction. Returns False when already ingested.
+
+        Table files are read from the artifact store, only from under the job's own prefix (a remote
+        store's files are fetched to a temporary directory first)."""
         known = self.tables()
-        files: list[tuple[str, Path]] = []
         for t in manifest.tables:
             if not _IDENT.match(t.table) or t.table not in known or t.table in {"ingested_results", "schema_version"}:
                 raise IngestError(f"result names an unknown table {t.table!r}")
-            p = (out / t.path).resolve()
-            if out not in p.parents or not p.is_file():
-                raise IngestError(f"result file {t.path!r} is missing or outside the job directory")
-            files.append((t.table, p))
+            if not t.key.startswith(job_prefix.rstrip("/") + "/") or not artifacts.exists(t.key):
+                raise IngestError(f"result file {t.key!r} is missing or outside the job's prefix")
+        with tempfile.TemporaryDirectory(prefix="tension-ingest-") as tmp:
+            try:
+                files = [(t.table, artifacts.local_file(t.key, cache_dir=tmp)) for t in manifest.tables]
+            except OSError as exc:
+                raise IngestError(f"result files could not be read: {exc}") from exc
+            return self._ingest_files(manifest, files)
+
+    def _ingest_files(self, manifest: ResultManifest, files: list[tuple[str, Path]]) -> bool:
         with self._lock:
             if self.is_ingested(manifest.result_key):
                 return False

@@ -1,0 +1,187 @@
+"""Every word of the domain, declared once. Torch-free; both planes import it.
+
+A StrEnum member *is* its string, so rows, JSON and URLs carry plain strings while code gets
+exhaustive, typo-proof names. Add a word here, never as a string literal or `Literal[...]` elsewhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Objective(StrEnum):
+    """What a preference pair tests."""
+
+    helpful = "helpful"
+    harmless = "harmless"
+
+
+class Regime(StrEnum):
+    """What a reward model was trained on."""
+
+    helpful = "helpful"
+    harmless = "harmless"
+    mixed = "mixed"
+
+
+OBJECTIVES: tuple[Objective, ...] = tuple(Objective)
+REGIMES: tuple[Regime, ...] = tuple(Regime)
+REGIME_OBJECTIVES: dict[Regime, tuple[Objective, ...]] = {
+    Regime.helpful: (Objective.helpful,),
+    Regime.harmless: (Objective.harmless,),
+    Regime.mixed: (Objective.helpful, Objective.harmless),
+}
+"""The objectives a regime's RM is trained and judged on (its 'own' test set)."""
+
+SINGLE_REGIMES: tuple[Regime, ...] = (Regime.helpful, Regime.harmless)
+
+
+def objectives_of(regime: str) -> tuple[Objective, ...]:
+    """The objectives of a regime; an unknown regime (a foreign checkpoint) counts as both."""
+    try:
+        return REGIME_OBJECTIVES[Regime(regime)]
+    except ValueError:
+        return OBJECTIVES
+
+
+class Split(StrEnum):
+    train = "train"
+    test = "test"
+    all = "all"
+
+
+class Side(StrEnum):
+    chosen = "chosen"
+    rejected = "rejected"
+
+
+class DatasetFormat(StrEnum):
+    auto = "auto"
+    canonical = "canonical"
+    hh_rlhf = "hh-rlhf"
+    rm_bench = "rm-bench"
+    rewardbench = "rewardbench"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Preset(StrEnum):
+    """Training recipes (values in workers/training/presets.py)."""
+
+    paper = "paper"
+    demo = "demo"
+    custom = "custom"
+
+
+class BonMode(StrEnum):
+    """How best-of-n items are formed in evaluation (see workers/evaluation)."""
+
+    pairs = "pairs"
+    aligned = "aligned"
+    full = "full"
+
+
+class HookPoint(StrEnum):
+    """Where an MLP neuron is read: the input of the down projection (default) or the activation's output."""
+
+    down_proj_input = "down_proj_input"
+    act_output = "act_output"
+
+
+class Stat(StrEnum):
+    """Neuron statistics of METHOD.md §3: A mean activation, C squared change vs base, P fraction positive."""
+
+    A = "A"
+    C = "C"
+    P = "P"
+
+
+STAT_COLUMN: dict[Stat, str] = {Stat.A: "mean", Stat.C: "mean_sq_change", Stat.P: "frac_pos"}
+"""The `neuron_stats` column each statistic is computed from."""
+
+
+class Scope(StrEnum):
+    """Which objectives' data a neuron score averages over."""
+
+    own = "own"
+    helpful = "helpful"
+    harmless = "harmless"
+    all = "all"
+
+
+class SharedMode(StrEnum):
+    """How 'shared' neurons are defined: H ∩ R, or the study's per-layer rule."""
+
+    intersection = "intersection"
+    per_layer = "per_layer"
+
+
+class OverlapPart(StrEnum):
+    """The named neuron groups of the overlap analysis."""
+
+    helpful = "helpful"
+    harmless = "harmless"
+    mixed = "mixed"
+    helpful_specific = "helpful_specific"
+    harmless_specific = "harmless_specific"
+    shared = "shared"
+
+
+class AblationMode(StrEnum):
+    """What an ablated neuron is set to: 0, its mean activation, or its value times a factor."""
+
+    zero = "zero"
+    mean = "mean"
+    scale = "scale"
+
+
+class Experiment(StrEnum):
+    """Ablation experiments of METHOD.md §4 (A dose-response, B per subset, C specific vs shared) or one set."""
+
+    single = "single"
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class SelectionMethod(StrEnum):
+    """What top-p% neurons are ranked by in experiment A."""
+
+    magnitude = "magnitude"
+    change = "change"
+
+
+class LivePath(StrEnum):
+    """Live toggle computation: cached prefix (fast) or a full forward (reference)."""
+
+    fast = "fast"
+    full = "full"
+
+
+class JobKind(StrEnum):
+    score = "score"
+    train = "train"
+    evaluate = "evaluate"
+    capture = "capture"
+    ablate = "ablate"
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+ACTIVE_STATUSES: tuple[JobStatus, ...] = (JobStatus.queued, JobStatus.running)
+FINISHED_STATUSES: tuple[JobStatus, ...] = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class ExecutorName(StrEnum):
+    local = "local"
+    ray = "ray"
