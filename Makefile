@@ -35,6 +35,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check app workers tests bench migrations
 	$(VENV)/bin/mypy app workers
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) -m bench

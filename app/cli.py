@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import cache
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Union, get_args, get_origin
+from types import GenericAlias, UnionType
+from typing import Annotated, Any, NoReturn, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel, RootModel, ValidationError
 
-from app.client import ApiError, Backend, connect, dumps
+from app.client import ApiError, Backend, EmbeddedBackend, connect, dumps
 from app.core.settings import get_settings
 from workers.contract.jobs import PARAMS_BY_KIND, AblateParams, DatasetRef, NeuronIndexSet, Params
 from workers.contract.vocab import DatasetFormat, JobKind, Objective
@@ -58,12 +58,12 @@ JOB_WAIT = typer.Option(True, "--wait/--no-wait", help="wait for the job, with a
                         rich_help_panel=RUN_PANEL)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)
 
 
-def _api_fail(exc: ApiError) -> None:
+def _api_fail(exc: ApiError) -> NoReturn:
     """A refusal of the request (4xx) is the caller's error, exit code 2; anything else 1."""
     _fail(str(exc), 2 if 400 <= exc.status < 500 else 1)
 
@@ -73,7 +73,6 @@ def _backend(url: str | None) -> Backend:
         return connect(get_settings(), url)
     except ApiError as exc:
         _fail(str(exc))
-        raise
 
 
 # ================================================================== options generated from params models
@@ -352,6 +351,10 @@ def _upload(backend: Backend, path: Path, fmt: Any) -> str:
 # ================================================================== running a job
 
 
+POLL_S = 0.5
+"""Seconds between two looks at a running job's progress."""
+
+
 def wait_for(backend: Backend, job: dict[str, Any], quiet: bool) -> dict[str, Any]:
     """Poll a job to its end, with a progress bar on stderr."""
     from tqdm import tqdm
@@ -360,7 +363,7 @@ def wait_for(backend: Backend, job: dict[str, Any], quiet: bool) -> dict[str, An
                                   bar_format="{l_bar}{bar}| {n:.0f}% {postfix}")
     try:
         while job["status"] in ("queued", "running"):
-            time.sleep(0.5)
+            time.sleep(POLL_S)
             job = backend.job(job["id"])
             if bar is not None:
                 bar.n = round(100 * job["progress"], 1)
@@ -386,6 +389,9 @@ def _wait_or_detach(backend: Backend, job: dict[str, Any]) -> dict[str, Any]:
 def _report(backend: Backend, job: dict[str, Any], *, as_json: bool, wait: bool, result_path: str | None) -> None:
     if wait:
         job = _wait_or_detach(backend, job)
+    elif isinstance(backend, EmbeddedBackend) and job["status"] in ("queued", "running"):
+        typer.echo(f"note: no server answers, so job {job['id']} waits in the queue until `tension serve` runs",
+                   err=True)
     out: dict[str, Any] = {"job": job}
     if job["status"] == "succeeded" and result_path:
         out["result"] = backend.get(result_path.format(key=job["result_key"]))
@@ -453,7 +459,7 @@ def _job_command(kind: JobKind) -> Callable[..., None]:
     for opt in field_options(kind):
         flag = f"{opt.flag}/--no-{opt.flag[2:]}" if opt.type is bool and not opt.multiple else opt.flag
         panel = opt.path[0].replace("_", " ").capitalize() if len(opt.path) > 1 else "Parameters"
-        annotation: Any = list[opt.type] if opt.multiple else opt.type
+        annotation: Any = GenericAlias(list, (opt.type,)) if opt.multiple else opt.type
         if not opt.required:
             annotation = annotation | None
         for name, flags, hidden in ((opt.name, (flag,), False),

@@ -43,7 +43,10 @@ class HttpBackend:
         self.http = httpx.Client(base_url=base_url, timeout=60)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
-        r = self.http.request(method, path, **kw)
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"the server at {self.http.base_url} did not answer: {exc}", 503) from exc
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)
@@ -96,7 +99,7 @@ class EmbeddedBackend(HttpBackend):
 
         self._tc = TestClient(create_app(settings))
         self._tc.__enter__()
-        self.http = self._tc
+        self.http = self._tc  # type: ignore[assignment]  # an httpx-compatible client (Starlette's)
 
     def close(self) -> None:
         self._tc.__exit__(None, None, None)

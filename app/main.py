@@ -22,6 +22,20 @@ FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 log = logging.getLogger("tension")
 
+# Every module with a `router`, in the order routes are matched (one line per module; pages last).
+ROUTER_MODULES: tuple[str, ...] = (
+    "app.jobs.routes",
+    "app.datasets.routes",
+    "app.scoring.routes",
+    "app.evaluation.api",
+    "app.evaluation.pages",
+    "app.neurons.routes",
+    "app.ablation.api",
+    "app.shares.routes",
+    "app.ablation.pages",
+    "app.web.routes",
+)
+
 
 def create_app(settings: Settings | None = None, *, start_supervisor: bool = True) -> FastAPI:
     settings = settings or get_settings()
@@ -88,19 +102,10 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
 
     app.mount("/static", StaticFiles(directory=FRONTEND / "static"), name="static")
 
-    from app.ablation.pages import router as ablation_pages_router
-    from app.ablation.routes import router as ablation_router
-    from app.datasets.routes import router as datasets_router
-    from app.evaluation.routes import router as evaluation_router
-    from app.jobs.routes import router as jobs_router
-    from app.neurons.routes import router as neurons_router
-    from app.scoring.routes import router as results_router
-    from app.shares.routes import router as shares_router
-    from app.web.routes import router as web_router
+    import importlib
 
-    for r in (jobs_router, datasets_router, results_router, evaluation_router, neurons_router, ablation_router,
-              shares_router, ablation_pages_router, web_router):
-        app.include_router(r)
+    for module in ROUTER_MODULES:
+        app.include_router(importlib.import_module(module).router)
     return app
 
 

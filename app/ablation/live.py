@@ -13,8 +13,9 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
+from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from app.core.errors import BadGateway, Invalid, Unavailable
@@ -87,6 +88,8 @@ class LiveWorker:
 
 
 class LivePool:
+    """At most `max_workers` warm workers, least recently used closed first; a dead worker is restarted."""
+
     def __init__(self, max_workers: int = 2, python: str | None = None) -> None:
         self.max_workers = max_workers
         self.python = python
@@ -111,3 +114,14 @@ class LivePool:
             for w in self._workers.values():
                 w.close()
             self._workers.clear()
+
+
+def get_live_pool(request: Request) -> LivePool:
+    """The app's pool (made on first use; the app's lifespan closes it)."""
+    pool: LivePool | None = getattr(request.app.state, "live_pool", None)
+    if pool is None:
+        pool = request.app.state.live_pool = LivePool(python=request.app.state.services.settings.python)
+    return pool
+
+
+LivePoolDep = Annotated[LivePool, Depends(get_live_pool)]

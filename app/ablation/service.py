@@ -1,4 +1,4 @@
-"""Ablations: turn a request into content-addressed worker inputs; read experiment results back.
+"""Ablations: turn a request into content-addressed worker inputs; answer live toggles; read results back.
 
 Workers never open DuckDB, so the neuron scores an experiment selects from are computed here and
 handed over as an `.npz` file named by its hash (the hash is part of the job's parameters, hence of
@@ -10,44 +10,88 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-from typing import TYPE_CHECKING, Any
+import json
+import shlex
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from pydantic import ValidationError
+from sqlalchemy import select
 
+from app.ablation import queries
+from app.ablation.figures import ALL_ITEMS, RANDOM, SET_PARTS, SUBSET_PREFIX, mean_std, random_by_p
+from app.ablation.schemas import AblationResult, AblationRunSummary, LiveToggleAnswer, ToggleHow, ToggleWhich
 from app.core.checks import check_checkpoint, load_checked_dataset, resolve_dataset
+from app.core.db import Checkpoint, Database, Run
 from app.core.errors import AppError, Invalid, NotFound
+from app.core.settings import Settings
+from app.core.store import StatsStore
 from app.neurons import service as neurons
 from workers.contract.artifacts import artifact_uri
-from workers.contract.jobs import AblateParams, NeuronIndexSet
+from workers.contract.jobs import AblateParams, DatasetRef, NeuronIndexSet
 from workers.contract.live import LiveSessionConfig, LiveToggleRequest, default_probe
-from workers.contract.vocab import SINGLE_REGIMES, AblationMode, Experiment, HookPoint, LivePath, Regime
+from workers.contract.vocab import (
+    SINGLE_REGIMES,
+    AblationMode,
+    Experiment,
+    HookPoint,
+    JobKind,
+    LivePath,
+    Objective,
+    Regime,
+    Scope,
+    SelectionMethod,
+    Split,
+    Stat,
+)
 from workers.neurons import selection as sel
 
 if TYPE_CHECKING:
+    from app.ablation.live import LiveTimedAnswer
     from app.core.services import Services
 
+MAX_LENGTH = 128
+"""Tokens per text of the live worker and of a queued toggle's exact evaluation."""
 
-def write_inputs(services: Services, arrays: dict[str, np.ndarray]) -> str:
+
+class LiveWorkerLike(Protocol):
+    def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer: ...
+
+
+class LivePoolLike(Protocol):
+    """What a toggle needs of `app.ablation.live.LivePool`: a warm worker per (checkpoint, probe) key."""
+
+    def get(self, key: str, config: LiveSessionConfig) -> LiveWorkerLike: ...
+
+
+# -- job inputs ------------------------------------------------------------------------------------------
+def write_inputs(*, settings: Settings, arrays: dict[str, np.ndarray]) -> str:
     """Store arrays as inputs/<sha>.npz in the artifact store; return its artifact URI."""
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in sorted(arrays.items())})  # type: ignore[arg-type]
     data = buf.getvalue()
     key = f"inputs/{hashlib.sha256(data).hexdigest()[:24]}.npz"
-    store = services.settings.artifact_store_client()
+    store = settings.artifact_store_client()
     if not store.exists(key):
         store.write_bytes(key, data)
     return artifact_uri(key)
 
 
+def _means(services: Services, checkpoint: str, hook: str) -> np.ndarray:
+    """Each neuron's mean activation over all objectives (mode 'mean' sets an ablated neuron to it)."""
+    return np.nan_to_num(neurons.scores(services, checkpoint, Stat.A, Scope.all, hook))
+
+
 def _own_scores(services: Services, checkpoint: str, hook: str) -> dict[str, np.ndarray]:
-    out = {"magnitude": neurons.scores(services, checkpoint, "A", "own", hook),
-           "means": neurons.scores(services, checkpoint, "A", "all", hook)}
+    out = {SelectionMethod.magnitude.value: neurons.scores(services, checkpoint, Stat.A, Scope.own, hook),
+           "means": _means(services, checkpoint, hook)}
     with contextlib.suppress(AppError):  # no base model at capture: experiment A has no change curve
-        out["change"] = neurons.scores(services, checkpoint, "C", "own", hook)
+        out[SelectionMethod.change.value] = neurons.scores(services, checkpoint, Stat.C, Scope.own, hook)
     return {k: np.nan_to_num(v) for k, v in out.items()}
 
 
 def prepare_ablate(services: Services, params: AblateParams) -> str:
+    """The `ablate` job's submission hook: check its inputs, write the scores it selects from."""
     ck = check_checkpoint(services, params.checkpoint)
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
@@ -55,12 +99,11 @@ def prepare_ablate(services: Services, params: AblateParams) -> str:
     arrays: dict[str, np.ndarray] = {}
     if params.experiment == Experiment.single:
         if params.neuron_set is None and params.set_name:
-            ns = neurons.get_set(services, params.set_name)
-            params.neuron_set = NeuronIndexSet.model_validate(ns.neurons)
+            params.neuron_set = NeuronIndexSet.model_validate(neurons.get_set(services, params.set_name).neurons)
         if not params.neuron_set or not params.neuron_set.size():
             raise Invalid("a single ablation needs neuron_set {layer: [indices]} or set_name")
         if params.mode == AblationMode.mean:
-            arrays["means"] = _own_scores(services, ck.id, hook)["means"]
+            arrays["means"] = _means(services, ck.id, hook)
     else:
         arrays.update(_own_scores(services, ck.id, hook))
     if params.experiment == Experiment.C:
@@ -70,109 +113,30 @@ def prepare_ablate(services: Services, params: AblateParams) -> str:
         for regime in SINGLE_REGIMES:
             if regime not in cks:
                 raise NotFound(f"experiment C needs a captured {regime} RM of {ck.base_model} seed {ck.seed}")
-            arrays[f"{regime}_magnitude"] = np.nan_to_num(neurons.scores(services, cks[regime], "A", "own", hook))
+            arrays[f"{regime}_magnitude"] = np.nan_to_num(neurons.scores(services, cks[regime], Stat.A, Scope.own,
+                                                                         hook))
         params.helpful_checkpoint = cks[Regime.helpful]
         params.harmless_checkpoint = cks[Regime.harmless]
     if arrays:
-        params.inputs = write_inputs(services, arrays)
+        params.inputs = write_inputs(settings=services.settings, arrays=arrays)
     return revision
 
 
-def mask_from_request(shape: tuple[int, int], neurons_by_layer: dict[str, list[int]]) -> np.ndarray:
-    try:
-        return sel.dict_to_mask({int(k): v for k, v in neurons_by_layer.items()}, shape)
-    except ValueError as exc:
-        raise Invalid(str(exc)) from exc
+def single_params(*, checkpoint: str, chosen: NeuronIndexSet, mode: AblationMode = AblationMode.zero,
+                  factor: float = 0.0) -> AblateParams:
+    """The exact full-test evaluation of one live toggle: experiment 'single' on the bundled test split."""
+    return AblateParams(experiment=Experiment.single, checkpoint=checkpoint, neuron_set=chosen, mode=mode,
+                        scale=factor, max_length=MAX_LENGTH, dataset=DatasetRef(source="bundled", split=Split.test))
 
 
-def results(services: Services, result_key: str) -> dict[str, Any]:
-    rows = services.store.query("SELECT * FROM ablation_results WHERE result_key = ? ORDER BY experiment,"
-                                " condition, p, grp", [result_key])
-    flips = services.store.query("SELECT * FROM ablation_flips WHERE result_key = ? ORDER BY condition, item_id"
-                                 " LIMIT 2000", [result_key])
-    return {"result_key": result_key, "rows": rows, "flips": flips}
+def recompute_command(params: dict[str, Any]) -> str:
+    """The `tension submit ablate '<params json>'` line that recomputes (or re-finds) a result."""
+    return f"tension submit {JobKind.ablate} " + shlex.quote(json.dumps(params, sort_keys=True,
+                                                                        separators=(", ", ": ")))
 
 
-def live_config(services: Services, checkpoint: str, probe_limit: int = 64, max_length: int = 128,
-                hook: str = HookPoint.down_proj_input) -> LiveSessionConfig:
-    ck = check_checkpoint(services, checkpoint)
-    means = None
-    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
-        means = write_inputs(services, {"means": np.nan_to_num(neurons.scores(services, ck.id, "A", "all", hook))})
-    return LiveSessionConfig(store_url=services.settings.resolved_artifact_store, checkpoint=ck.id,
-                             probe=default_probe(probe_limit), max_length=max_length, means=means,
-                             hook=HookPoint(hook), device=services.settings.device)
-
-
-def resolve_toggle_neurons(services: Services, checkpoint: str, *, neurons_json: str | None = None,
-                           set_name: str | None = None, part: str | None = None, p: float = 10.0,
-                           stat: str = "A", seed: int = 0, shared: str = "intersection",
-                           layer: int | None = None, hook: str = "down_proj_input") -> dict[str, list[int]]:
-    """A toggle names its neurons directly, by a stored set, or by a part of the overlap dashboard;
-    `layer` keeps only that layer's slice."""
-    import json
-
-    ck = check_checkpoint(services, checkpoint)
-    if neurons_json:
-        try:
-            raw = json.loads(neurons_json)
-            chosen = {str(int(k)): sorted({int(i) for i in v}) for k, v in raw.items()}
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise Invalid(f"neurons must be JSON like {{\"3\": [1, 2]}}: {exc}") from exc
-    elif set_name:
-        chosen = {str(k): list(v) for k, v in neurons.get_set(services, set_name).neurons.items()}
-    elif part:
-        ov = neurons.overlap(services, ck.base_model, p, stat, seed, hook, shared)  # type: ignore[arg-type]
-        if part not in ov["masks"]:
-            raise Invalid(f"unknown part {part!r}; one of {sorted(ov['masks'])}")
-        chosen = {str(k): v for k, v in sel.mask_to_dict(ov["masks"][part]).items()}
-    else:
-        raise Invalid("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...")
-    if layer is not None:
-        chosen = {k: v for k, v in chosen.items() if int(k) == layer}
-    return chosen
-
-
-def live_toggle(services: Services, pool: Any, checkpoint: str, chosen: dict[str, list[int]], mode: str = "zero",
-                factor: float = 0.0, probe_limit: int = 64, path: str = "fast") -> dict[str, Any]:
-    if mode not in ("zero", "mean", "scale"):
-        raise Invalid(f"unknown mode {mode!r}; one of zero, mean, scale")
-    if path not in ("fast", "full"):
-        raise Invalid("path must be fast or full")
-    if not 1 <= probe_limit <= 512:
-        raise Invalid("probe_limit must be within 1..512 pairs per objective")
-    config = live_config(services, checkpoint, probe_limit)
-    if mode == "mean" and config.means is None:
-        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
-    worker = pool.get(f"{checkpoint}:{probe_limit}", config)
-    timed = worker.toggle(LiveToggleRequest(neurons=NeuronIndexSet.model_validate(chosen), mode=AblationMode(mode),
-                                            factor=factor, path=LivePath(path)))
-    ans = timed.answer.model_dump(mode="json")
-    if ans["ablation"].get("factor") is None:
-        ans["ablation"].pop("factor")
-    ans["roundtrip_ms"] = timed.roundtrip_ms
-    ans["n_neurons"] = sum(len(v) for v in chosen.values())
-    ans["neurons"] = chosen
-    return ans
-
-
-def ablation_runs(services: Services, checkpoint: str | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT result_key, checkpoint, any_value(regime) AS regime, any_value(experiment) AS experiment,"
-           " count(*) AS n_rows FROM ablation_results")
-    args: list[Any] = []
-    if checkpoint:
-        sql += " WHERE checkpoint = ?"
-        args.append(checkpoint)
-    return services.store.query(sql + " GROUP BY result_key, checkpoint ORDER BY regime, experiment", args)
-
-
-# -- helpers for the ablation pages (app/ablation/pages.py) ------------------------------------------------
-TOGGLE_PARTS = ("helpful", "harmless", "mixed", "helpful_specific", "harmless_specific", "shared")
-TOGGLE_STATS = ("A", "C", "P")
-TOGGLE_SHARED = ("intersection", "per_layer")
-
-
-def toggle_shape(services: Services, checkpoint: str, hook: str = "down_proj_input") -> tuple[int, int] | None:
+# -- live toggles ----------------------------------------------------------------------------------------
+def capture_shape(services: Services, *, checkpoint: str, hook: str) -> tuple[int, int] | None:
     """(n_layers, n_neurons) of a captured checkpoint; None when it was never captured at `hook`."""
     for r in neurons.captured_checkpoints(services):
         if r["checkpoint"] == checkpoint and r["hook"] == hook:
@@ -180,80 +144,190 @@ def toggle_shape(services: Services, checkpoint: str, hook: str = "down_proj_inp
     return None
 
 
-def checked_toggle_neurons(services: Services, checkpoint: str, *, neurons_json: str | None = None,
-                           set_name: str | None = None, part: str | None = None, p: float = 10.0,
-                           stat: str = "A", seed: int = 0, shared: str = "intersection", layer: int | None = None,
-                           hook: str = "down_proj_input") -> dict[str, list[int]]:
-    """`resolve_toggle_neurons` with every argument checked first (400 for a bad value, 404 for a layer or
-    neuron outside the model), so a bad toggle never reaches the live worker."""
-    import math
+def _span(n: int | None) -> str:
+    return f"0-{n - 1}" if n is not None else "from 0"
 
-    ck = check_checkpoint(services, checkpoint)
-    if part and not (neurons_json or set_name):
-        if part not in TOGGLE_PARTS:
-            raise Invalid(f"unknown part {part!r}; one of {', '.join(TOGGLE_PARTS)}")
-        if not (math.isfinite(p) and 0 <= p <= 100):
-            raise Invalid(f"p must be a percentage within [0, 100], got {p}")
-        if stat not in TOGGLE_STATS:
-            raise Invalid(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)")
-        if shared not in TOGGLE_SHARED:
-            raise Invalid(f"unknown shared mode {shared!r}; one of {', '.join(TOGGLE_SHARED)}")
-    shape = toggle_shape(services, ck.id, hook)
-    if layer is not None and (layer < 0 or (shape is not None and layer >= shape[0])):
-        top = f"0-{shape[0] - 1}" if shape else "from 0"
-        raise NotFound(f"layer {layer} out of range: {ck.base_model} has layers {top}")
-    chosen = resolve_toggle_neurons(services, ck.id, neurons_json=neurons_json, set_name=set_name, part=part, p=p,
-                                    stat=stat, seed=seed, shared=shared, layer=layer, hook=hook)
-    for k, idx in chosen.items():
-        li = int(k)
-        if li < 0 or (shape is not None and li >= shape[0]):
-            top = f"0-{shape[0] - 1}" if shape else "from 0"
-            raise NotFound(f"layer {li} out of range: {ck.base_model} has layers {top}")
-        bad = [i for i in idx if i < 0 or (shape is not None and i >= shape[1])]
-        if bad:
-            top = f"0-{shape[1] - 1}" if shape else "from 0"
-            raise NotFound(f"neuron {bad[0]} of layer {li} out of range: neurons are {top}")
+
+def _check_layer(layer: int, shape: tuple[int, int] | None, base_model: str) -> None:
+    if layer < 0 or (shape is not None and layer >= shape[0]):
+        raise NotFound(f"layer {layer} out of range: {base_model} has layers {_span(shape and shape[0])}")
+
+
+def parse_neurons(text: str) -> NeuronIndexSet:
+    """A toggle's `neurons` parameter: JSON `{layer: [indices]}`."""
+    try:
+        return NeuronIndexSet.model_validate(json.loads(text))
+    except ValueError as exc:  # JSON syntax, or not a {layer: [indices]} object (ValidationError)
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise Invalid(f"neurons must be JSON like {{\"3\": [1, 2]}}: {detail}") from exc
+
+
+def toggle_neurons(services: Services, *, checkpoint: Checkpoint, which: ToggleWhich) -> NeuronIndexSet:
+    """The neurons a toggle names: directly, by a stored set, or by a part of the overlap dashboard, then
+    only `layer`'s slice. Every layer and neuron is checked against the captured model (404 outside it),
+    so a bad toggle never reaches the live worker."""
+    shape = capture_shape(services, checkpoint=checkpoint.id, hook=which.hook)
+    if which.layer is not None:
+        _check_layer(which.layer, shape, checkpoint.base_model)
+    if which.neurons:
+        chosen = parse_neurons(which.neurons)
+    elif which.set_name:
+        chosen = NeuronIndexSet.model_validate(neurons.get_set(services, which.set_name).neurons)
+    elif which.part:
+        ov = neurons.overlap(services, checkpoint.base_model, which.p, which.stat, which.seed, which.hook,
+                             which.shared)
+        if which.part not in ov["masks"]:
+            raise Invalid(f"unknown part {which.part!r}; one of {sorted(ov['masks'])}")
+        chosen = NeuronIndexSet.model_validate(sel.mask_to_dict(ov["masks"][which.part]))
+    else:
+        raise Invalid("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...")
+    if which.layer is not None:
+        chosen = NeuronIndexSet.model_validate({which.layer: chosen.layers.get(which.layer, [])})
+    for layer, idx in chosen.layers.items():
+        _check_layer(layer, shape, checkpoint.base_model)
+        if shape is not None and idx and idx[-1] >= shape[1]:
+            bad = next(i for i in idx if i >= shape[1])
+            raise NotFound(f"neuron {bad} of layer {layer} out of range: neurons are {_span(shape[1])}")
     return chosen
 
 
-def single_params(checkpoint: str, chosen: dict[str, list[int]], mode: str = "zero", factor: float = 0.0,
-                  max_length: int = 128) -> dict[str, Any]:
-    """The exact full-test evaluation of one live toggle: experiment 'single' on the bundled test split."""
-    return {"experiment": "single", "checkpoint": checkpoint,
-            "neuron_set": {str(k): sorted(int(i) for i in v) for k, v in chosen.items() if v},
-            "mode": mode, "scale": factor, "max_length": max_length,
-            "dataset": {"source": "bundled", "split": "test"}}
+def live_config(services: Services, *, checkpoint: Checkpoint, probe_limit: int,
+                hook: HookPoint = HookPoint.down_proj_input) -> LiveSessionConfig:
+    """What a live worker keeps warm: the RM, its probe pairs, and (when captured) its per-neuron means."""
+    means = None
+    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
+        means = write_inputs(settings=services.settings, arrays={"means": _means(services, checkpoint.id, hook)})
+    return LiveSessionConfig(store_url=services.settings.resolved_artifact_store, checkpoint=checkpoint.id,
+                             probe=default_probe(probe_limit), max_length=MAX_LENGTH, means=means, hook=hook,
+                             device=services.settings.device)
 
 
-def run_record(services: Services, result_key: str) -> dict[str, Any] | None:
-    """The metadata row of a finished result (the job's normalised parameters, its job id)."""
-    from app.core.db import Run
-
-    with services.db.session() as s:
-        run = s.get(Run, result_key)
-        if run is None:
-            return None
-        return {"result_key": run.result_key, "kind": run.kind, "job_id": run.job_id, "params": dict(run.params or {}),
-                "summary": dict(run.summary or {}), "created_at": run.created_at}
-
-
-def recompute_command(params: dict[str, Any]) -> str:
-    """The `tension submit ablate '<params json>'` line that recomputes (or re-finds) a result."""
-    import json
-    import shlex
-
-    return "tension submit ablate " + shlex.quote(json.dumps(params, sort_keys=True, separators=(", ", ": ")))
+def live_toggle(services: Services, *, pool: LivePoolLike, checkpoint: Checkpoint, chosen: NeuronIndexSet,
+                how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
+                path: LivePath = LivePath.fast) -> LiveToggleAnswer:
+    """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
+    config = live_config(services, checkpoint=checkpoint, probe_limit=how.probe_limit, hook=hook)
+    if how.mode == AblationMode.mean and config.means is None:
+        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
+    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}", config)
+    timed = worker.toggle(LiveToggleRequest(neurons=chosen, mode=how.mode, factor=how.factor, path=path))
+    return LiveToggleAnswer(**dict(timed.answer), roundtrip_ms=timed.roundtrip_ms, n_neurons=chosen.size(),
+                            neurons=chosen.as_json())
 
 
-def checkpoint_info(services: Services, ids: list[str]) -> dict[str, dict[str, Any]]:
+def captures(services: Services, *, base_model: str, hook: str) -> list[dict[str, Any]]:
+    """The captured RMs of a base model at `hook`, by seed then regime, each with a label for the panels."""
+    order = {r: i for i, r in enumerate(Regime)}
+    rows = [r for r in neurons.captured_checkpoints(services, base_model) if r["hook"] == hook]
+    rows.sort(key=lambda r: (r["seed"], order.get(r["regime"], len(order)), r["checkpoint"]))
+    return [{**r, "label": f"{r['regime']} RM · seed {r['seed']} · {str(r['checkpoint'])[:12]}"} for r in rows]
+
+
+def default_checkpoint(captured: list[dict[str, Any]], seed: int) -> str | None:
+    """The panels' default target: the mixed RM of the view's seed, else any mixed RM, else the first."""
+    for want in (lambda r: r["regime"] == Regime.mixed and r["seed"] == seed, lambda r: r["regime"] == Regime.mixed,
+                 lambda r: True):
+        for r in captured:
+            if want(r):
+                return str(r["checkpoint"])
+    return None
+
+
+# -- results ---------------------------------------------------------------------------------------------
+def stored_result(*, store: StatsStore, result_key: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows, flipped items) of one result as stored; 404 when no result has this key."""
+    rows = queries.result_rows(store, result_key=result_key)
+    if not rows:
+        raise NotFound(f"no ablation result with key {result_key!r}")
+    return rows, queries.flip_rows(store, result_key=result_key)
+
+
+def results(*, store: StatsStore, result_key: str) -> AblationResult:
+    """Every row of one result and its flipped items; 404 when no result has this key."""
+    rows, flips = stored_result(store=store, result_key=result_key)
+    return AblationResult.model_validate({"result_key": result_key, "rows": rows, "flips": flips})
+
+
+def ablation_runs(*, store: StatsStore, checkpoint: str | None = None) -> list[AblationRunSummary]:
+    return [AblationRunSummary.model_validate(r) for r in queries.runs(store, checkpoint=checkpoint)]
+
+
+def run_records(*, db: Database, result_keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The metadata row of each finished result (the job's normalised parameters, its job id)."""
+    if not result_keys:
+        return {}
+    with db.session() as s:
+        return {run.result_key: {"result_key": run.result_key, "kind": run.kind, "job_id": run.job_id,
+                                 "params": dict(run.params or {}), "summary": dict(run.summary or {}),
+                                 "created_at": run.created_at}
+                for run in s.scalars(select(Run).where(Run.result_key.in_(result_keys)))}
+
+
+def checkpoint_info(*, db: Database, ids: list[str]) -> dict[str, dict[str, Any]]:
     """base model, regime and seed of each checkpoint id (those the metadata database knows)."""
-    from sqlalchemy import select
-
-    from app.core.db import Checkpoint
-
     if not ids:
         return {}
-    with services.db.session() as s:
+    with db.session() as s:
         rows = s.scalars(select(Checkpoint).where(Checkpoint.id.in_(ids)))
         return {c.id: {"base_model": c.base_model, "regime": c.regime, "seed": c.seed, "preset": c.preset}
                 for c in rows}
+
+
+def index_groups(*, store: StatsStore, db: Database, checkpoint: str | None = None) -> list[dict[str, Any]]:
+    """Every stored ablation result, grouped by the RM it ablated (base model, seed, regime order)."""
+    runs = queries.runs(store, checkpoint=checkpoint)
+    info = checkpoint_info(db=db, ids=sorted({str(r["checkpoint"]) for r in runs}))
+    records = run_records(db=db, result_keys=[str(r["result_key"]) for r in runs])
+    groups: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        ck = str(r["checkpoint"])
+        ci = info.get(ck, {})
+        g = groups.setdefault(ck, {"checkpoint": ck, "base_model": ci.get("base_model"),
+                                   "regime": ci.get("regime") or r["regime"], "seed": ci.get("seed"), "results": []})
+        rec = records.get(str(r["result_key"]), {})
+        params = rec.get("params", {})
+        g["results"].append({**r, "job_id": rec.get("job_id"), "created_at": rec.get("created_at"),
+                             "percents": params.get("percents"), "dataset": params.get("dataset") or {},
+                             "limit": params.get("limit_per_objective"),
+                             "n_set": sum(len(v) for v in (params.get("neuron_set") or {}).values())})
+    return sorted(groups.values(), key=lambda g: (str(g["base_model"]), g["seed"] or 0, str(g["regime"]),
+                                                  g["checkpoint"]))
+
+
+def random_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Experiment A's random band: per p, the mean ± std (ddof=1) over seeds of the accuracy."""
+    out = []
+    for p, rs in random_by_p(rows).items():
+        accs = [float(r["acc"]) for r in rs if r["acc"] is not None]
+        mean, std = mean_std(accs) if accs else (None, None)
+        out.append({"p": p, "n": len(accs), "mean": mean, "std": std, "n_neurons": rs[0]["n_neurons"]})
+    return out
+
+
+def _is_subset(r: dict[str, Any]) -> bool:
+    return str(r["grp"]).startswith(SUBSET_PREFIX)
+
+
+def experiment_view(rows: list[dict[str, Any]], experiment: str, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The tables one result page shows, by experiment (rows as stored)."""
+    alls = [r for r in rows if r["grp"] == ALL_ITEMS]
+    if experiment == Experiment.A:
+        return {"random": random_summary(rows), "methods": sorted({r["condition"] for r in alls} - {RANDOM}),
+                "score_rows": sorted((r for r in alls if r["condition"] != RANDOM),
+                                     key=lambda r: (r["condition"], float(r["p"]))),
+                "random_rows": sorted((r for r in alls if r["condition"] == RANDOM),
+                                      key=lambda r: (float(r["p"]), r["seed"] if r["seed"] is not None else -1))}
+    if experiment == Experiment.B:
+        return {"overall": [r for r in rows if not _is_subset(r)],
+                "tables": [(t.value, [r for r in rows if _is_subset(r) and r["group_type"] == t]) for t in Objective],
+                "untyped": [r for r in rows if _is_subset(r) and r["group_type"] is None], "p": rows[0]["p"]}
+    if experiment == Experiment.C:
+        order = {name: i for i, name in enumerate(SET_PARTS)}
+        by_set: dict[tuple[float, str], dict[str, Any]] = {}
+        for r in rows:
+            key = (float(r["p"]), str(r["condition"]))
+            by_set.setdefault(key, {"p": key[0], "set": key[1], "groups": {}})["groups"][str(r["grp"])] = r
+        return {"c_rows": [by_set[k] for k in sorted(by_set, key=lambda k: (k[0], order.get(k[1], 9), k[1]))],
+                "c_subsets": sorted({str(r["grp"]) for r in rows if _is_subset(r)})}
+    neuron_set = (run or {}).get("params", {}).get("neuron_set") or {}
+    return {"neuron_set": neuron_set, "n_set": sum(len(v) for v in neuron_set.values())}

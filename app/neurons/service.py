@@ -1,153 +1,214 @@
-"""Neuron scores, top-p% selection with ties, named sets and overlap analytics over DuckDB.
+"""Neuron scores, top-p% selection with ties, named sets and overlap analytics.
 
-Scores follow METHOD.md §3: per side, a token-weighted mean over the objectives in scope, then
-S = (X_chosen + X_rejected) / 2. Selection is one global threshold θ = the (100 − p)th percentile
-(linear interpolation, as numpy's default) over every (layer, neuron) of the model, S ≥ θ.
+Scores follow METHOD.md §3: per side, a token-weighted mean over the objectives in scope (SQL in
+`app.neurons.queries`), then S = (X_chosen + X_rejected) / 2. Selection is
+`workers.neurons.selection.top_percent`: one global threshold θ = the (100 − p)th percentile (linear
+interpolation, as numpy's default) over every (layer, neuron) of the model, S ≥ θ.
+
+Functions take what they need (`store`, `db`) as keywords. The few `services`-first functions at the
+end are the entry points other domains (`app.ablation`, `app.domains`) call today.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from sqlalchemy import select
 
-from app.core.db import Checkpoint, NeuronSet
-from app.core.errors import Conflict, Invalid, NotFound
+from app.core.db import Checkpoint, Database, NeuronSet
+from app.core.errors import AppError, Conflict, Invalid, NotFound
+from app.core.store import StatsStore
+from app.neurons import queries
+from app.neurons.schemas import (
+    CaptureOut,
+    JaccardOut,
+    LayerFractionsOut,
+    NeuronSetCreate,
+    OverlapOut,
+    SelectionOut,
+    SetOp,
+    SignificanceOut,
+    VennOut,
+)
+from workers.contract.vocab import (
+    OBJECTIVES,
+    REGIMES,
+    HookPoint,
+    Objective,
+    OverlapPart,
+    Regime,
+    Scope,
+    SharedMode,
+    Stat,
+    objectives_of,
+)
 from workers.neurons import selection as sel
 
 if TYPE_CHECKING:
     from app.core.services import Services
 
-Stat = Literal["A", "C", "P"]
-STAT_COLUMN = {"A": "mean", "C": "mean_sq_change", "P": "frac_pos"}
-SCOPES = ("own", "helpful", "harmless", "all")
-REGIME_SCOPE = {"helpful": ["helpful"], "harmless": ["harmless"], "mixed": ["helpful", "harmless"]}
+E = TypeVar("E", bound=StrEnum)
+Mask = np.ndarray
 
 
-@dataclass
-class ScoredSelection:
-    checkpoint: str
-    stat: str
-    p: float
-    mask: np.ndarray
-    threshold: float
-    requested: int
-    selected: int
-    tied: bool
+def _word(kind: type[E], value: str, what: str) -> E:
+    """A vocabulary word from a caller that passed a plain string (other domains, the CLI)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise Invalid(f"unknown {what} {value!r}; one of {', '.join(kind)}") from None
 
 
-def _objectives(regime: str, scope: str) -> list[str]:
-    if scope == "own":
-        return REGIME_SCOPE.get(regime, ["helpful", "harmless"])
-    if scope == "all":
-        return ["helpful", "harmless"]
-    if scope in ("helpful", "harmless"):
-        return [scope]
-    raise Invalid(f"unknown scope {scope!r}; one of {SCOPES}")
+def _objectives(regime: str | None, scope: Scope) -> tuple[Objective, ...]:
+    if scope == Scope.own:
+        return objectives_of(regime or "")
+    if scope == Scope.all:
+        return OBJECTIVES
+    return (Objective(scope),)
 
 
-def captured_checkpoints(services: Services, base_model: str | None = None) -> list[dict[str, Any]]:
-    rows = services.store.query(
-        "SELECT checkpoint, any_value(base_model) AS base_model, any_value(regime) AS regime, hook,"
-        " max(layer) + 1 AS n_layers, max(neuron) + 1 AS n_neurons, any_value(result_key) AS result_key"
-        " FROM neuron_stats GROUP BY checkpoint, hook ORDER BY base_model, regime")
-    if base_model:
-        rows = [r for r in rows if r["base_model"] == base_model]
-    with services.db.session() as s:
-        seeds = {c.id: c.seed for c in s.scalars(select(Checkpoint))}
-    for r in rows:
-        r["seed"] = seeds.get(r["checkpoint"], 0)
-    return rows
+# -- captures and scores ------------------------------------------------------------------------------
+def list_captures(*, store: StatsStore, db: Database, base_model: str | None = None) -> list[CaptureOut]:
+    """Every captured (checkpoint, hook), with the checkpoint's training seed (0 when it has no SQL row)."""
+    rows = queries.captures(store, base_model)
+    ids = {r["checkpoint"] for r in rows}
+    with db.session() as s:
+        seeds = dict(s.execute(select(Checkpoint.id, Checkpoint.seed).where(Checkpoint.id.in_(ids))).tuples().all()) \
+            if ids else {}
+    return [CaptureOut(**r, seed=seeds.get(r["checkpoint"], 0)) for r in rows]
 
 
-def _capture(services: Services, checkpoint: str, hook: str) -> dict[str, Any]:
-    for r in captured_checkpoints(services):
-        if r["checkpoint"] == checkpoint and r["hook"] == hook:
-            return r
-    raise NotFound(f"no neuron capture for checkpoint {checkpoint!r} at hook {hook!r}; run `tension capture` first")
+def capture_info(*, store: StatsStore, checkpoint: str, hook: HookPoint) -> dict[str, Any]:
+    """The capture of one checkpoint at one hook (base model, regime, shape); 404 when none is stored."""
+    info = queries.capture(store, checkpoint, hook)
+    if info is None:
+        raise NotFound(f"no neuron capture for checkpoint {checkpoint!r} at hook {str(hook)!r}; "
+                       "run `tension capture` first")
+    return info
 
 
-def _score_sql(stat: Stat, n_obj: int) -> str:
-    col = STAT_COLUMN[stat]
-    return (
-        "WITH per_side AS (SELECT layer, neuron, side,"
-        f" sum(n_tokens * {col}) / sum(n_tokens) AS x FROM neuron_stats"
-        f" WHERE checkpoint = ? AND hook = ? AND objective IN ({','.join('?' * n_obj)})"
-        " GROUP BY layer, neuron, side)"
-        " SELECT layer, neuron, avg(x) AS score, count(*) AS n_sides FROM per_side GROUP BY layer, neuron")
-
-
-def scores(services: Services, checkpoint: str, stat: Stat = "A", scope: str = "own",
-           hook: str = "down_proj_input") -> np.ndarray:
-    """S as a [layers, neurons] array."""
-    if stat not in STAT_COLUMN:
-        raise Invalid(f"unknown statistic {stat!r}; one of A (magnitude), C (change), P (probability)")
-    info = _capture(services, checkpoint, hook)
-    objs = _objectives(info["regime"], scope)
-    rows = services.store.query(_score_sql(stat, len(objs)), [checkpoint, hook, *objs])
+def score_array(*, store: StatsStore, checkpoint: str, stat: Stat = Stat.A, scope: Scope = Scope.own,
+                hook: HookPoint = HookPoint.down_proj_input) -> np.ndarray:
+    """S as a [layers, neurons] array (NaN where a neuron has no statistic)."""
+    stat, scope, hook = _word(Stat, stat, "statistic"), _word(Scope, scope, "scope"), _word(HookPoint, hook, "hook")
+    info = capture_info(store=store, checkpoint=checkpoint, hook=hook)
     out = np.full((info["n_layers"], info["n_neurons"]), np.nan)
-    for r in rows:
+    for r in queries.scores(store, checkpoint, hook, stat, _objectives(info["regime"], scope)):
         out[r["layer"], r["neuron"]] = r["score"]
-    if stat == "C" and np.isnan(out).all():
+    if stat == Stat.C and np.isnan(out).all():
         raise Invalid("this capture has no change statistic (no base model was given)")
     return out
 
 
-def select_top(services: Services, checkpoint: str, p: float, stat: Stat = "A", scope: str = "own",
-               hook: str = "down_proj_input") -> ScoredSelection:
-    """Top-p% of the score array by `workers.neurons.selection.top_percent`: θ = the (100 − p)th percentile
-    (linear), S ≥ θ; ties reported as selected beyond what p% and interpolation explain."""
-    if not 0 <= p <= 100:
-        raise Invalid(f"p must be within [0, 100], got {p}")
+def select_top(*, store: StatsStore, checkpoint: str, p: float, stat: Stat = Stat.A, scope: Scope = Scope.own,
+               hook: HookPoint = HookPoint.down_proj_input) -> sel.Selection:
+    """Top-p% of the score array by `workers.neurons.selection.top_percent`; ties reported as selected beyond
+    what p% and interpolation explain."""
+    if not (math.isfinite(p) and 0 <= p <= 100):
+        raise Invalid(f"p must be a percentage within [0, 100], got {p}")
     try:
-        chosen = sel.top_percent(scores(services, checkpoint, stat, scope, hook), p)
+        return sel.top_percent(score_array(store=store, checkpoint=checkpoint, stat=stat, scope=scope, hook=hook), p)
     except ValueError as exc:  # NaN scores: a capture with missing statistics
         raise Invalid(f"cannot select from checkpoint {checkpoint!r}: {exc}") from exc
-    return ScoredSelection(checkpoint, stat, p, chosen.mask, chosen.threshold, chosen.requested, chosen.selected,
-                           chosen.tied)
 
 
-def regime_checkpoints(services: Services, base_model: str, seed: int, hook: str) -> dict[str, str]:
-    """The captured helpful, harmless and mixed checkpoints of one base model and seed."""
-    out: dict[str, str] = {}
-    for r in captured_checkpoints(services, base_model):
-        if r["seed"] == seed and r["hook"] == hook and r["regime"] in ("helpful", "harmless", "mixed"):
-            out.setdefault(r["regime"], r["checkpoint"])
+def find_regime_checkpoints(*, store: StatsStore, db: Database, base_model: str, seed: int,
+                            hook: HookPoint) -> dict[Regime, str]:
+    """The captured helpful, harmless and mixed checkpoints of one base model and seed (first of each)."""
+    out: dict[Regime, str] = {}
+    for c in list_captures(store=store, db=db, base_model=base_model):
+        if c.seed == seed and c.hook == hook and c.regime in REGIMES:
+            out.setdefault(Regime(c.regime), c.checkpoint)
     return out
 
 
-def overlap(services: Services, base_model: str, p: float = 10.0, stat: Stat = "A", seed: int = 0,
-            hook: str = "down_proj_input", shared_mode: str = "intersection") -> dict[str, Any]:
+def base_model_shape(*, store: StatsStore, base_model: str, hook: HookPoint) -> tuple[int, int]:
+    """(n_layers, n_neurons) of a base model's captures at one hook; 404 when none is stored."""
+    rows = queries.captures(store, base_model)
+    at_hook = [r for r in rows if r["hook"] == hook]
+    if not at_hook:
+        hooks = sorted({r["hook"] for r in rows})
+        extra = f" (captured hooks: {', '.join(hooks)})" if hooks else ""
+        raise NotFound(f"no neuron capture of base model {base_model!r} at hook {str(hook)!r}{extra}")
+    return max(int(r["n_layers"]) for r in at_hook), max(int(r["n_neurons"]) for r in at_hook)
+
+
+# -- overlap --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Overlap:
+    """The overlap numbers (as served by the API) and the masks behind them, keyed by overlap part."""
+
+    summary: OverlapOut
+    masks: dict[OverlapPart, Mask]
+
+
+def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: float = 10.0, stat: Stat = Stat.A,
+                    seed: int = 0, hook: HookPoint = HookPoint.down_proj_input,
+                    shared: SharedMode = SharedMode.intersection) -> Overlap:
     """H, R, M top-p% sets and how they overlap: Jaccards, three-way, per layer, against chance."""
-    cks = regime_checkpoints(services, base_model, seed, hook)
-    missing = {"helpful", "harmless", "mixed"} - set(cks)
+    stat, hook = _word(Stat, stat, "statistic"), _word(HookPoint, hook, "hook")
+    shared = _word(SharedMode, shared, "shared mode")
+    cks = find_regime_checkpoints(store=store, db=db, base_model=base_model, seed=seed, hook=hook)
+    missing = set(REGIMES) - set(cks)
     if missing:
         raise NotFound(f"{base_model} seed {seed}: no capture for the {', '.join(sorted(missing))} RM(s)")
-    sets = {r: select_top(services, cks[r], p, stat, "own", hook) for r in ("helpful", "harmless", "mixed")}
-    H, R, Mx = (sets[r].mask for r in ("helpful", "harmless", "mixed"))
-    parts = sel.specific_and_shared(H, R, mode=shared_mode)  # type: ignore[arg-type]
-    return {
-        "base_model": base_model, "p": p, "stat": stat, "seed": seed, "hook": hook, "shared_mode": shared_mode,
-        "checkpoints": cks,
-        "selection": {r: {"requested": s.requested, "selected": s.selected, "tied": s.tied,
-                          "threshold": s.threshold} for r, s in sets.items()},
-        "masks": {"helpful": H, "harmless": R, "mixed": Mx, **parts},
-        "jaccard": {"helpful_harmless": sel.set_jaccard(H, R), "mixed_helpful": sel.set_jaccard(Mx, H),
-                    "mixed_harmless": sel.set_jaccard(Mx, R)},
-        "three_way": sel.three_way_overlap(H, R, Mx),
-        "significance": sel.overlap_significance(H, R),
-        "layer_fractions": {r: sel.layer_fractions(m) for r, m in (("helpful", H), ("harmless", R), ("mixed", Mx))},
-        "layer_counts": {k: sel.layer_counts(m).tolist() for k, m in
-                         {"helpful": H, "harmless": R, "mixed": Mx, **parts}.items()},
-        "sizes": {k: int(m.sum()) for k, m in {"helpful": H, "harmless": R, "mixed": Mx, **parts}.items()},
-        "venn": {"H_only": int((H & ~R & ~Mx).sum()), "R_only": int((R & ~H & ~Mx).sum()),
-                 "M_only": int((Mx & ~H & ~R).sum()), "HR_only": int((H & R & ~Mx).sum()),
-                 "HM_only": int((H & Mx & ~R).sum()), "RM_only": int((R & Mx & ~H).sum()),
-                 "HRM": int((H & R & Mx).sum())},
-    }
+    cks = {r: cks[r] for r in REGIMES}
+    sets = {r: select_top(store=store, checkpoint=cks[r], p=p, stat=stat, hook=hook) for r in REGIMES}
+    H, R, M = (sets[r].mask for r in REGIMES)
+    parts = sel.specific_and_shared(H, R, mode=shared)
+    masks: dict[OverlapPart, Mask] = {OverlapPart.helpful: H, OverlapPart.harmless: R, OverlapPart.mixed: M,
+                                      **{OverlapPart(k): m for k, m in parts.items()}}
+    summary = OverlapOut(
+        base_model=base_model, p=p, stat=stat, seed=seed, hook=hook, shared_mode=shared, checkpoints=cks,
+        selection={r: SelectionOut(requested=s.requested, selected=s.selected, tied=s.tied, threshold=s.threshold)
+                   for r, s in sets.items()},
+        jaccard=JaccardOut(helpful_harmless=sel.set_jaccard(H, R), mixed_helpful=sel.set_jaccard(M, H),
+                           mixed_harmless=sel.set_jaccard(M, R)),
+        three_way=sel.three_way_overlap(H, R, M),
+        significance=SignificanceOut(**sel.overlap_significance(H, R)),
+        layer_fractions={r: LayerFractionsOut(**sel.layer_fractions(sets[r].mask)) for r in REGIMES},
+        layer_counts={k: sel.layer_counts(m).tolist() for k, m in masks.items()},
+        sizes={k: int(m.sum()) for k, m in masks.items()},
+        venn=VennOut(H_only=int((H & ~R & ~M).sum()), R_only=int((R & ~H & ~M).sum()),
+                     M_only=int((M & ~H & ~R).sum()), HR_only=int((H & R & ~M).sum()),
+                     HM_only=int((H & M & ~R).sum()), RM_only=int((R & M & ~H).sum()), HRM=int((H & R & M).sum())),
+        n_layers=int(H.shape[0]), n_neurons=int(H.shape[1]))
+    return Overlap(summary=summary, masks=masks)
+
+
+# -- one neuron ------------------------------------------------------------------------------------------
+def neuron_detail(*, store: StatsStore, base_model: str, layer: int, index: int,
+                  hook: HookPoint = HookPoint.down_proj_input) -> dict[str, list[dict[str, Any]]]:
+    """One neuron's statistics in every captured RM of the base model at one hook, and its top examples
+    (matched to their capture through the result key)."""
+    return {"stats": queries.neuron_stats(store, base_model, hook, layer, index),
+            "examples": queries.neuron_examples(store, base_model, hook, layer, index)}
+
+
+def neuron_ranks(*, store: StatsStore, db: Database, base_model: str, layer: int, index: int, stat: Stat,
+                 hook: HookPoint) -> list[dict[str, Any]]:
+    """Where one neuron ranks in each captured RM by its own-objective score S: S and its percentile."""
+    ranks = []
+    for c in list_captures(store=store, db=db, base_model=base_model):
+        if c.hook != hook:
+            continue
+        try:
+            s = score_array(store=store, checkpoint=c.checkpoint, stat=stat, hook=hook)
+        except AppError:
+            continue
+        if layer >= s.shape[0] or index >= s.shape[1]:
+            continue
+        v = float(s[layer, index])
+        finite = s[np.isfinite(s)]
+        pct = float((finite < v).sum() / finite.size * 100) if finite.size and math.isfinite(v) else None
+        ranks.append({"regime": c.regime, "checkpoint": c.checkpoint, "seed": c.seed,
+                      "score": v if math.isfinite(v) else None, "percentile": pct})
+    return ranks
 
 
 # -- named sets ---------------------------------------------------------------------------------------
@@ -156,14 +217,15 @@ def _set_id(base_model: str, neurons: dict[int, list[int]]) -> str:
     return h[:24]
 
 
-def save_set(services: Services, name: str, base_model: str, mask: np.ndarray, formula: dict[str, Any]) -> NeuronSet:
+def save_set(*, db: Database, name: str, base_model: str, mask: Mask, formula: dict[str, Any]) -> NeuronSet:
+    """Store a set under a new name with its formula; the same neurons are never stored twice."""
     neurons = sel.mask_to_dict(mask)
-    with services.db.session() as s:
+    with db.session() as s:
         if s.scalars(select(NeuronSet).where(NeuronSet.name == name)).first() is not None:
             raise Conflict(f"a neuron set named {name!r} already exists")
-        ns = NeuronSet(id=_set_id(base_model, neurons), name=name, base_model=base_model, formula=formula,
+        ns = NeuronSet(id=_set_id(base_model, neurons), name=name, base_model=base_model,
+                       formula={**formula, "shape": list(mask.shape)},
                        neurons={str(k): v for k, v in neurons.items()}, size=int(mask.sum()))
-        ns.formula = {**formula, "shape": list(mask.shape)}
         existing = s.get(NeuronSet, ns.id)
         if existing is not None:
             raise Conflict(f"the same neurons are already stored as set {existing.name!r}")
@@ -171,60 +233,100 @@ def save_set(services: Services, name: str, base_model: str, mask: np.ndarray, f
     return ns
 
 
-def get_set(services: Services, name: str) -> NeuronSet:
-    with services.db.session() as s:
+def find_set(*, db: Database, name: str) -> NeuronSet:
+    with db.session() as s:
         ns = s.scalars(select(NeuronSet).where(NeuronSet.name == name)).first()
     if ns is None:
         raise NotFound(f"no neuron set named {name!r}")
     return ns
 
 
-def set_mask(ns: NeuronSet) -> np.ndarray:
-    shape = tuple(ns.formula.get("shape", ()))
-    return sel.dict_to_mask({int(k): v for k, v in ns.neurons.items()}, shape)
-
-
-def list_sets(services: Services, base_model: str | None = None) -> list[NeuronSet]:
-    with services.db.session() as s:
+def stored_sets(*, db: Database, base_model: str | None = None) -> list[NeuronSet]:
+    with db.session() as s:
         q = select(NeuronSet).order_by(NeuronSet.created_at)
         if base_model:
             q = q.where(NeuronSet.base_model == base_model)
         return list(s.scalars(q))
 
 
-def combine_sets(services: Services, name: str, op: str, names: list[str]) -> NeuronSet:
+def set_mask(ns: NeuronSet) -> Mask:
+    shape = tuple(ns.formula.get("shape", ()))
+    return sel.dict_to_mask({int(k): v for k, v in ns.neurons.items()}, shape)
+
+
+def combine_sets(*, db: Database, name: str, op: SetOp, names: list[str]) -> NeuronSet:
     """Set algebra over stored sets; the new set keeps its defining formula."""
-    ops = {"union": sel.union, "intersection": sel.intersection}
-    sets = [get_set(services, n) for n in names]
+    name, op = _set_name(name), _word(SetOp, op, "set operation")
+    sets = [find_set(db=db, name=n) for n in names]
     if len({s.base_model for s in sets}) != 1:
         raise Invalid("sets of different base models cannot be combined")
     masks = [set_mask(s) for s in sets]
-    if op == "difference":
+    if op == SetOp.difference:
         if len(masks) != 2:
             raise Invalid("difference takes exactly two sets")
         mask = sel.difference(masks[0], masks[1])
-    elif op in ops:
-        mask = ops[op](*masks)
     else:
-        raise Invalid(f"unknown set operation {op!r}; one of union, intersection, difference")
-    return save_set(services, name, sets[0].base_model, mask, {"op": op, "args": names})
+        mask = (sel.union if op == SetOp.union else sel.intersection)(*masks)
+    return save_set(db=db, name=name, base_model=sets[0].base_model, mask=mask,
+                    formula={"op": op, "args": names})
 
 
-def neuron_detail(services: Services, base_model: str, layer: int, index: int) -> dict[str, Any]:
-    """One neuron's statistics in every captured RM of the base model, and its top examples."""
-    stats = services.store.query(
-        "SELECT checkpoint, regime, hook, objective, side, mean, mean_sq_change, frac_pos, var, max, n_tokens"
-        " FROM neuron_stats WHERE base_model = ? AND layer = ? AND neuron = ? ORDER BY regime, objective, side",
-        [base_model, layer, index])
-    examples = services.store.query(
-        "SELECT e.checkpoint, s.regime, e.objective, e.side, e.rank, e.pair_id, e.token_pos, e.value,"
-        " e.text_before, e.token, e.text_after FROM neuron_examples e"
-        " JOIN (SELECT DISTINCT checkpoint, regime FROM neuron_stats WHERE base_model = ?) s USING (checkpoint)"
-        " WHERE e.layer = ? AND e.neuron = ? ORDER BY s.regime, e.objective, e.side, e.rank",
-        [base_model, layer, index])
-    return {"stats": stats, "examples": examples}
+def set_from_top_p(*, store: StatsStore, db: Database, name: str, checkpoint: str, p: float, stat: Stat = Stat.A,
+                   scope: Scope = Scope.own, hook: HookPoint = HookPoint.down_proj_input) -> NeuronSet:
+    """Store the top-p% set of one captured checkpoint under a name, keeping its defining formula."""
+    info = capture_info(store=store, checkpoint=checkpoint, hook=hook)
+    base = info["base_model"]
+    if not base:
+        with db.session() as s:
+            ck = s.get(Checkpoint, checkpoint)
+            base = ck.base_model if ck is not None else None
+    if not base:
+        raise Invalid(f"the capture of checkpoint {checkpoint!r} names no base model")
+    chosen = select_top(store=store, checkpoint=checkpoint, p=p, stat=stat, scope=scope, hook=hook)
+    formula = {"kind": "top_p", "checkpoint": checkpoint, "regime": info["regime"], "p": p, "stat": stat,
+               "scope": scope, "hook": hook, "requested": chosen.requested, "selected": chosen.selected,
+               "tied": chosen.tied}
+    return save_set(db=db, name=name, base_model=base, mask=chosen.mask, formula=formula)
 
 
+def set_from_overlap_part(*, store: StatsStore, db: Database, name: str, base_model: str, part: OverlapPart,
+                          p: float = 10.0, stat: Stat = Stat.A, seed: int = 0,
+                          hook: HookPoint = HookPoint.down_proj_input,
+                          shared: SharedMode = SharedMode.intersection) -> NeuronSet:
+    """Store one part of the H/R/M overlap (e.g. the helpful-specific neurons) under a name."""
+    part = _word(OverlapPart, part, "part")
+    ov = compute_overlap(store=store, db=db, base_model=base_model, p=p, stat=stat, seed=seed, hook=hook,
+                         shared=shared)
+    formula = {"kind": "overlap_part", "base_model": base_model, "part": part, "p": p, "stat": stat,
+               "seed": seed, "hook": hook, "shared_mode": shared, "checkpoints": dict(ov.summary.checkpoints)}
+    return save_set(db=db, name=name, base_model=base_model, mask=ov.masks[part], formula=formula)
+
+
+def _set_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise Invalid("a neuron set needs a non-blank name")
+    return name
+
+
+def create_set(*, store: StatsStore, db: Database, body: NeuronSetCreate) -> NeuronSet:
+    """A new named set: a top-p% formula on one checkpoint, or one part of a base model's overlap."""
+    name = _set_name(body.name)
+    if body.part is not None:
+        if not body.base_model:
+            raise Invalid("an overlap part needs base_model (with part, p, stat, seed)")
+        if body.checkpoint:
+            raise Invalid("give either checkpoint (top-p% formula) or base_model + part, not both")
+        return set_from_overlap_part(store=store, db=db, name=name, base_model=body.base_model, part=body.part,
+                                     p=body.p, stat=body.stat, seed=body.seed, hook=body.hook, shared=body.shared)
+    if body.checkpoint:
+        return set_from_top_p(store=store, db=db, name=name, checkpoint=body.checkpoint, p=body.p, stat=body.stat,
+                              scope=body.scope, hook=body.hook)
+    raise Invalid("give either checkpoint (with p, stat, scope) or base_model and part "
+                  f"({', '.join(OverlapPart)})")
+
+
+# -- job submission ------------------------------------------------------------------------------------
 def prepare_capture(services: Services, params: Any) -> str:
     from app.core.checks import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
 
@@ -236,61 +338,34 @@ def prepare_capture(services: Services, params: Any) -> str:
     return f"{revision}:{ck.id}"
 
 
-# -- pages and API helpers (read-only, added for the neuron routes) ------------------------------------
-OVERLAP_PARTS = ("helpful", "harmless", "mixed", "helpful_specific", "harmless_specific", "shared")
+# -- entry points of other domains (app.ablation): `services` first, plain strings and dicts -----------------
+def captured_checkpoints(services: Services, base_model: str | None = None) -> list[dict[str, Any]]:
+    return [c.model_dump() for c in list_captures(store=services.store, db=services.db, base_model=base_model)]
 
 
-def base_model_shape(services: Services, base_model: str, hook: str = "down_proj_input") -> tuple[int, int]:
-    """(n_layers, n_neurons) of a base model's captures at one hook; 404 when none is stored."""
-    rows = [r for r in captured_checkpoints(services, base_model) if r["hook"] == hook]
-    if not rows:
-        hooks = sorted({r["hook"] for r in captured_checkpoints(services, base_model)})
-        extra = f" (captured hooks: {', '.join(hooks)})" if hooks else ""
-        raise NotFound(f"no neuron capture of base model {base_model!r} at hook {hook!r}{extra}")
-    return max(int(r["n_layers"]) for r in rows), max(int(r["n_neurons"]) for r in rows)
+def scores(services: Services, checkpoint: str, stat: str = Stat.A, scope: str = Scope.own,
+           hook: str = HookPoint.down_proj_input) -> np.ndarray:
+    return score_array(store=services.store, checkpoint=checkpoint, stat=stat,  # type: ignore[arg-type]
+                       scope=scope, hook=hook)  # type: ignore[arg-type]
 
 
-def neuron_detail_at_hook(services: Services, base_model: str, layer: int, index: int,
-                          hook: str = "down_proj_input") -> dict[str, Any]:
-    """neuron_detail restricted to one hook: examples are matched to their capture through result_key."""
-    stats = services.store.query(
-        "SELECT checkpoint, regime, hook, objective, side, mean, mean_sq_change, frac_pos, var, max, n_tokens"
-        " FROM neuron_stats WHERE base_model = ? AND hook = ? AND layer = ? AND neuron = ?"
-        " ORDER BY regime, checkpoint, objective, side", [base_model, hook, layer, index])
-    examples = services.store.query(
-        "SELECT e.checkpoint, s.regime, e.objective, e.side, e.rank, e.pair_id, e.token_pos, e.value,"
-        " e.text_before, e.token, e.text_after FROM neuron_examples e"
-        " JOIN (SELECT DISTINCT result_key, regime FROM neuron_stats WHERE base_model = ? AND hook = ?) s"
-        " USING (result_key) WHERE e.layer = ? AND e.neuron = ?"
-        " ORDER BY s.regime, e.checkpoint, e.objective, e.side, e.rank", [base_model, hook, layer, index])
-    return {"stats": stats, "examples": examples}
+def regime_checkpoints(services: Services, base_model: str, seed: int, hook: str) -> dict[str, str]:
+    return {str(r): ck for r, ck in find_regime_checkpoints(
+        store=services.store, db=services.db, base_model=base_model, seed=seed,
+        hook=_word(HookPoint, hook, "hook")).items()}
 
 
-def set_from_top_p(services: Services, name: str, checkpoint: str, p: float, stat: Stat = "A",
-                   scope: str = "own", hook: str = "down_proj_input") -> NeuronSet:
-    """Store the top-p% set of one captured checkpoint under a name, keeping its defining formula."""
-    info = _capture(services, checkpoint, hook)
-    base = info["base_model"]
-    if not base:
-        with services.db.session() as s:
-            ck = s.get(Checkpoint, checkpoint)
-            base = ck.base_model if ck is not None else None
-    if not base:
-        raise Invalid(f"the capture of checkpoint {checkpoint!r} names no base model")
-    chosen = select_top(services, checkpoint, p, stat, scope, hook)
-    formula = {"kind": "top_p", "checkpoint": checkpoint, "regime": info["regime"], "p": p, "stat": stat,
-               "scope": scope, "hook": hook, "requested": chosen.requested, "selected": chosen.selected,
-               "tied": chosen.tied}
-    return save_set(services, name, base, chosen.mask, formula)
+def overlap(services: Services, base_model: str, p: float = 10.0, stat: str = Stat.A, seed: int = 0,
+            hook: str = HookPoint.down_proj_input, shared_mode: str = SharedMode.intersection) -> dict[str, Any]:
+    """compute_overlap as one dict: the API's numbers plus "masks" ({part: [layers, neurons] bool array})."""
+    ov = compute_overlap(store=services.store, db=services.db, base_model=base_model, p=p,
+                         stat=stat, seed=seed, hook=hook, shared=shared_mode)  # type: ignore[arg-type]
+    return {**ov.summary.model_dump(mode="json"), "masks": {str(k): m for k, m in ov.masks.items()}}
 
 
-def set_from_overlap_part(services: Services, name: str, base_model: str, part: str, p: float = 10.0,
-                          stat: Stat = "A", seed: int = 0, hook: str = "down_proj_input",
-                          shared_mode: str = "intersection") -> NeuronSet:
-    """Store one part of the H/R/M overlap (e.g. the helpful-specific neurons) under a name."""
-    if part not in OVERLAP_PARTS:
-        raise Invalid(f"unknown part {part!r}; one of {', '.join(OVERLAP_PARTS)}")
-    ov = overlap(services, base_model, p, stat, seed, hook, shared_mode)
-    formula = {"kind": "overlap_part", "base_model": base_model, "part": part, "p": p, "stat": stat,
-               "seed": seed, "hook": hook, "shared_mode": shared_mode, "checkpoints": ov["checkpoints"]}
-    return save_set(services, name, base_model, ov["masks"][part], formula)
+def get_set(services: Services, name: str) -> NeuronSet:
+    return find_set(db=services.db, name=name)
+
+
+def list_sets(services: Services, base_model: str | None = None) -> list[NeuronSet]:
+    return stored_sets(db=services.db, base_model=base_model)

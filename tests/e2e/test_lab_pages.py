@@ -2,18 +2,19 @@
 
 1. The whole flow through the browser with real worker jobs: train tiny-bert in all three regimes from the
    lab form, evaluate the three checkpoints from the same page, open the runs list and the comparison.
-2. The comparison and RM pages on hand-made rows with several seeds and a hostile subset name.
+2. The comparison and RM pages on factory rows (tests/factories/evaluation.py) with several seeds and a hostile subset name.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.app.evaluation import lab_rows
+from tests.factories import evaluation as lab
+from workers.contract.vocab import REGIMES as ALL_REGIMES, Regime
 
 pytestmark = pytest.mark.e2e
 
-REGIMES = list(lab_rows.REGIMES)
+REGIMES = list(ALL_REGIMES)
 
 
 def _wait_plot(page, plot_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -79,10 +80,10 @@ def test_train_evaluate_and_compare_from_the_browser(page, live_server) -> None:
     assert page.js_errors == []
 
 
-def test_compare_page_with_seeds_and_hostile_names(page, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    lab_rows.seed_store(live_server.services, tmp_path / "rows")
+def test_compare_page_with_seeds_and_hostile_names(page, live_server) -> None:  # type: ignore[no-untyped-def]
+    lab.seed_lab(live_server.services)
     page.add_init_script("window.__xss = 0; window.alert = () => { window.__xss = 1; };")
-    page.goto(live_server.url + "/lab/compare/" + lab_rows.BASE)
+    page.goto(live_server.url + "/lab/compare/" + lab.BASE)
     for plot_id in ("plot-accuracy", "plot-types", "plot-transfer", "plot-reliability"):
         _wait_plot(page, plot_id)
     assert _trace_names(page, "plot-accuracy") == REGIMES
@@ -90,13 +91,13 @@ def test_compare_page_with_seeds_and_hostile_names(page, live_server, tmp_path) 
     err = page.evaluate("document.getElementById('plot-accuracy').data.map(t => t.error_y.array[0])")
     assert all(e > 0 for e in err)
     assert len(_trace_names(page, "plot-reliability")) == 1 + 6
-    assert lab_rows.EVIL in page.locator("#compare-subsets").inner_text()  # shown as text
+    assert lab.EVIL in page.locator("#compare-subsets").inner_text()  # shown as text
     assert page.evaluate("window.__xss") == 0
     page.click("a[href$='?seed=1']")
     page.wait_for_url("**?seed=1")
     _wait_plot(page, "plot-reliability")
     assert _trace_names(page, "plot-reliability") == ["perfect calibration", *REGIMES]
-    page.goto(live_server.url + "/lab/rm/" + lab_rows.ck_id("harmless", 1))
+    page.goto(live_server.url + "/lab/rm/" + lab.ck_id(Regime.harmless, 1))
     for plot_id in ("plot-training", "plot-accuracy", "plot-reliability"):
         _wait_plot(page, plot_id)
     assert page.evaluate("window.__xss") == 0

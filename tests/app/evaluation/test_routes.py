@@ -1,8 +1,9 @@
 """Reward-model lab: JSON API, launch forms and pages.
 
-Two sources of rows: hand-made Parquet files ingested through the real store (exact numbers: several seeds,
-transfer, flips, NaN handling, hostile subset names), and real worker jobs (tiny-bert trained in the three
-regimes and evaluated), whose stored rows the API must return unchanged.
+Two sources of rows: factory rows ingested through the real ingest path (`tests/factories/evaluation.py`:
+exact numbers, several seeds, transfer, flips, NaN handling, hostile subset names), and, in one slow test,
+real worker jobs (tiny-bert trained in the three regimes and evaluated), whose stored rows the API must
+return unchanged and whose launch forms must queue jobs.
 """
 
 from __future__ import annotations
@@ -11,24 +12,23 @@ import json
 import math
 import re
 import statistics
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.db import Checkpoint
-from tests.app.evaluation import lab_rows
 from tests.conftest import make_settings, wait_job
+from tests.factories import evaluation as lab
+from workers.contract.vocab import REGIMES, Regime
 
-REGIMES = lab_rows.REGIMES
-BASE, EVIL = lab_rows.BASE, lab_rows.EVIL
-_ck = lab_rows.ck_id
+BASE, EVIL = lab.BASE, lab.EVIL
+_ck = lab.ck_id
 
 
 @pytest.fixture
-def seeded(client: TestClient, tmp_path: Path) -> dict[str, Any]:
-    return lab_rows.seed_store(client.app.state.services, tmp_path / "rows")  # type: ignore[attr-defined]
+def seeded(client: TestClient) -> dict[str, Any]:
+    rows = lab.seed_lab(client.app.state.services)  # type: ignore[attr-defined]
+    return {"items": rows.items, "subsets": rows.subsets, "transfer": rows.transfer}
 
 
 def _row(data: dict[str, Any], checkpoint: str, subset: str) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def test_404_inside_a_known_evaluation(client: TestClient, seeded: dict[str, Any
     assert r.status_code == 404 and "did not evaluate" in r.json()["detail"]
     r = client.get(f"/api/lab/compare/{BASE}", params={"seed": 7})
     assert r.status_code == 404 and "seed 7" in r.json()["detail"] and BASE in r.json()["detail"]
-    r = client.get("/api/lab/evaluations/train-mixed-0")  # a stored result, but not an evaluation
+    r = client.get(f"/api/lab/evaluations/{_ck('mixed', 0)}")  # a stored (training) result, not an evaluation
     assert r.status_code == 404
     r = client.get(f"/lab/rm/{_ck('helpful', 0)}", headers={"HX-Request": "true"}, params={"eval": "zzz"})
     assert r.status_code == 404 and 'class="error"' in r.text and "zzz" in r.text
@@ -247,11 +247,9 @@ def test_rm_page_runs_page_and_lab_page(client: TestClient, seeded: dict[str, An
     assert lab.count('name="checkpoints"') == 6
 
 
-def test_rm_page_without_evaluation_offers_one(client: TestClient, tmp_path: Path) -> None:
-    services = client.app.state.services  # type: ignore[attr-defined]
-    with services.db.session() as s:
-        s.add(Checkpoint(id="lonely", base_model="tiny-bert", regime="helpful", seed=0, preset="demo",
-                         path="/x", meta={}))
+def test_rm_page_without_evaluation_offers_one(client: TestClient) -> None:
+    lab.train_checkpoint(client.app.state.services, Regime.helpful, 0, base_model="tiny-bert",  # type: ignore[attr-defined]
+                         checkpoint="lonely", history=False)
     html = client.get("/lab/rm/lonely").text
     assert 'id="not-evaluated"' in html and 'id="plot-training"' not in html
     assert client.get("/api/lab/checkpoints/lonely/history").json()["rows"] == []
@@ -315,7 +313,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.mark.slow
-def test_real_jobs_api_returns_the_stored_rows(trained: Any) -> None:
+def test_real_jobs_api_pages_and_launch_forms(trained: Any) -> None:
     c, cks, key = trained
     store = c.app.state.services.store
     listed = {x["id"]: x for x in c.get("/api/lab/checkpoints").json()["checkpoints"]}
@@ -360,11 +358,7 @@ def test_real_jobs_api_returns_the_stored_rows(trained: Any) -> None:
                     assert v is None or isinstance(v, str | list) or math.isfinite(v)
     html = c.get("/lab/compare/tiny-bert").text
     assert [t["name"] for t in _spec(html, "accuracy")["data"]] == list(REGIMES)
-
-
-@pytest.mark.slow
-def test_real_launch_forms_queue_jobs(trained: Any) -> None:
-    c, cks, key = trained
+    # The launch forms queue real jobs: the same evaluation again is a cache hit, 'all' is three jobs.
     hx = {"HX-Request": "true"}
     r = c.post("/lab/ui/evaluate", data={"checkpoints": list(cks.values()), "split": "test", "limit": "16"},
                headers=hx)

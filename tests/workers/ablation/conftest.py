@@ -11,8 +11,8 @@ TINY = ("tiny-gpt2", "tiny-llama", "tiny-qwen2", "tiny-bert")
 
 @pytest.fixture(scope="session")
 def probe_pairs() -> list[Any]:
-    from workers.data.loaders import load_dataset
     from workers.contract.jobs import DatasetRef
+    from workers.data.loaders import load_dataset
 
     return list(load_dataset(DatasetRef(source="bundled", split="test", limit=6)))
 

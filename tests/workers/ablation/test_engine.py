@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from workers.ablation.engine import Ablation, ablated, ablation_from_params, as_ablation, score_with_ablation
+from workers.contract.jobs import AblateParams, NeuronIndexSet
+from workers.contract.vocab import AblationMode, HookPoint
 from workers.data.text import pair_texts
 from workers.models.scoring import score_texts
 from workers.neurons.hooks import record_neurons
-from workers.contract.jobs import AblateParams
 
 MAX_LEN = 48
 

@@ -46,8 +46,10 @@ def test_objective_and_subset_filters() -> None:
         load_dataset(DatasetRef(subsets=["rm-bench/chat"]))  # asks for harmless too: there is none
     assert str(exc.value).startswith("bundled: no harmless pairs for split=test, subsets=['rm-bench/chat']; "
                                      "the data has: harmless/test 651, harmless/train 2509, helpful/test 297")
+    with pytest.raises(ValueError, match="objectives"):
+        DatasetRef(objectives=[])  # refused by the contract, before any loading
     with pytest.raises(ValueError, match="no objectives asked for"):
-        load_dataset(DatasetRef(objectives=[]))
+        select_pairs(load_dataset(DatasetRef()), objectives=[])
 
 
 def test_limit_per_objective_is_seeded_and_deterministic() -> None:
@@ -80,17 +82,27 @@ def test_limit_keeps_items_whole(files: Any) -> None:
     assert len(select_pairs(full, objectives=["helpful"], limit=4, seed=1)) == 4  # no item fits: part of one
 
 
-def test_file_source_and_missing_file(files: Any, tmp_path: Path) -> None:
+def test_artifact_source_missing_artifact_and_no_paths(files: Any, tmp_path: Path) -> None:
+    from workers.storage import ArtifactStore
+
+    store = ArtifactStore(tmp_path / "store")
     recs = [files.canon(i) for i in range(6)]
-    path = files.jsonl("mine.jsonl", recs)
-    pairs = load_dataset(DatasetRef(source=str(path), split="all"))
+    store.put_file(files.jsonl("mine.jsonl", recs), "datasets/mine.jsonl")
+    pairs = load_dataset(DatasetRef(source="artifact:datasets/mine.jsonl", split="all"), store=store)
     assert [p.pair_id for p in pairs] == [f"p{i}" for i in range(6)]
-    assert [p.pair_id for p in load_dataset(DatasetRef(source=str(path), split="test"))] == ["p0", "p3"]
+    test_ref = DatasetRef(source="artifact:datasets/mine.jsonl", split="test")
+    assert [p.pair_id for p in load_dataset(test_ref, store=store)] == ["p0", "p3"]
     with pytest.raises(FileNotFoundError):
-        load_dataset(DatasetRef(source=str(tmp_path / "gone.jsonl")))
-    harmless_only = files.jsonl("h.jsonl", [files.canon(0), files.canon(2)])
+        load_dataset(DatasetRef(source="artifact:datasets/gone.jsonl"), store=store)
+    with pytest.raises(ValueError, match="needs the artifact store"):
+        load_dataset(test_ref)
+    store.put_file(files.jsonl("h.jsonl", [files.canon(0), files.canon(2)]), "datasets/h.jsonl")
     with pytest.raises(ValueError, match="no helpful pairs for split=all"):
-        load_dataset(DatasetRef(source=str(harmless_only), split="all"))
+        load_dataset(DatasetRef(source="artifact:datasets/h.jsonl", split="all"), store=store)
+    for bad in (str(files.jsonl("x.jsonl", recs)), "../x.jsonl", "artifact:../etc/passwd", "artifact:/etc/passwd",
+                "file:///etc/passwd", "dataset:../x"):
+        with pytest.raises(ValueError):
+            DatasetRef(source=bad)
     with pytest.raises(ValueError, match="not 'hh-rlhf'"):
         load_dataset(DatasetRef(format="hh-rlhf"))
 

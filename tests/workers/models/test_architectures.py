@@ -1,4 +1,5 @@
-"""The architecture registry finds each family's layers, hook modules and head, and names what it can't."""
+"""The architecture registry finds each family's layers, hook modules, head and live fast path, and names
+what it can't."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
+from workers.contract.vocab import HookPoint
 from workers.models import names
-from workers.models.architectures import (
-    HOOK_POINTS,
+from workers.models.arch import (
+    ArchitectureSpec,
     UnsupportedArchitectureError,
     architectures,
     get_architecture,
+    live_fast_path,
     neuron_hook,
+    register_architecture,
     spec_for_model_type,
     supported_model_types,
 )
+
+HOOK_POINTS = tuple(HookPoint)
 
 
 def _tiny(model_type: str, **extra: object) -> nn.Module:
@@ -143,3 +149,54 @@ def test_names_module_families_match_the_registry() -> None:
         assert spec is not None and spec.family == family
         assert (family in names._ENCODER_FAMILIES) == (spec.readout == "cls")
     assert set(architectures()) == set(names._FAMILY_OF_TYPE.values())
+
+
+def test_every_family_file_is_registered_and_holds_its_own_fast_path() -> None:
+    """One file per family under workers/models/arch/: its SPECS are exactly what the registry serves."""
+    import importlib
+    import pkgutil
+
+    import workers.models.arch as arch_pkg
+
+    files = sorted(m.name for m in pkgutil.iter_modules(arch_pkg.__path__))
+    families = [f for f in files if f not in ("base", "registry")]
+    assert families == ["bert", "gpt2", "gpt_neox", "llama"]
+    declared = {spec.family: spec for f in families
+                for spec in importlib.import_module(f"workers.models.arch.{f}").SPECS}
+    assert declared == architectures()
+    live = {cls: spec.family for spec in declared.values() for cls in spec.live_classes}
+    assert live == {"BertForSequenceClassification": "bert", "GPT2ForSequenceClassification": "gpt2",
+                    "LlamaForSequenceClassification": "llama", "Qwen2ForSequenceClassification": "llama",
+                    "MistralForSequenceClassification": "llama"}
+
+
+@pytest.mark.parametrize(("model_type", "family"), [("bert", "bert"), ("gpt2", "gpt2"), ("llama", "llama"),
+                                                    ("qwen2", "llama"), ("mistral", "llama")])
+def test_live_fast_path_by_class(model_type: str, family: str) -> None:
+    chosen = live_fast_path(_tiny(model_type))
+    assert chosen.family == family and chosen.reason is None
+    assert chosen.ops is architectures()[family].live_ops
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neox", "roberta", "deberta-v2", "qwen3"])
+def test_registered_classes_without_a_fast_path_say_so(model_type: str) -> None:
+    model = _tiny(model_type)
+    get_architecture(model)  # the family is supported ...
+    chosen = live_fast_path(model)  # ... but the live session replays only the classes it knows
+    assert chosen.ops is None and chosen.family is None
+    assert type(model).__name__ in str(chosen.reason) and "full forward" in str(chosen.reason)
+
+
+def test_an_attention_implementation_without_fast_path_says_so() -> None:
+    model = _tiny("llama")
+    model.config._attn_implementation = "flash_attention_2"
+    chosen = live_fast_path(model)
+    assert chosen.ops is None and "flash_attention_2" in str(chosen.reason)
+
+
+def test_a_family_registers_once() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_architecture(architectures()["gpt2"])
+    with pytest.raises(ValueError, match="live_ops and live_classes"):
+        ArchitectureSpec(family="x", model_types=("x",), layers_path="layers", down_proj_path="mlp.down",
+                         act_path="mlp.act", readout="last", head=("score",), live_classes=("XModel",))

@@ -25,7 +25,7 @@ def lm(request: pytest.FixtureRequest) -> LoadedModel:
 def _hooks_left(lm: LoadedModel) -> int:
     n = 0
     for layer in range(lm.arch.n_layers(lm.model)):
-        for hp in list(HookPoint):
+        for hp in HookPoint:
             mod = lm.arch.hook_module(lm.model, layer, hp)
             n += len(mod._forward_pre_hooks) + len(mod._forward_hooks)
     return n

@@ -1,0 +1,36 @@
+"""Ablation API: live toggles (GET: a look, allowed through read-only links) and experiment results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.ablation import service
+from app.ablation.live import LivePoolDep
+from app.ablation.schemas import AblationResult, AblationRunSummary, LiveToggleAnswer, ToggleQuery
+from app.core.deps import CheckpointDep, ServicesDep, StoreDep
+
+router = APIRouter(tags=["ablation"])
+
+
+@router.get("/api/live/{checkpoint}/toggle", response_model=LiveToggleAnswer)
+def toggle(checkpoint: CheckpointDep, query: Annotated[ToggleQuery, Query()], services: ServicesDep,
+           pool: LivePoolDep) -> LiveToggleAnswer:
+    """Switch neurons off in a warm copy of the RM; the per-objective shift on the probe pairs."""
+    chosen = service.toggle_neurons(services, checkpoint=checkpoint, which=query)
+    return service.live_toggle(services, pool=pool, checkpoint=checkpoint, chosen=chosen, how=query,
+                               hook=query.hook, path=query.path)
+
+
+@router.get("/api/ablations", response_model=list[AblationRunSummary])
+def list_runs(store: StoreDep, checkpoint: Annotated[str | None, Query(max_length=64)] = None,
+              ) -> list[AblationRunSummary]:
+    """Every stored ablation result (optionally of one checkpoint)."""
+    return service.ablation_runs(store=store, checkpoint=checkpoint)
+
+
+@router.get("/api/ablations/{result_key}", response_model=AblationResult)
+def result(result_key: str, store: StoreDep) -> AblationResult:
+    """Every row of one result and the items whose verdict it flipped."""
+    return service.results(store=store, result_key=result_key)

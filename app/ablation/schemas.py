@@ -1,0 +1,135 @@
+"""Request, response and view-parameter models of the ablation domain.
+
+A live toggle is described by query parameters (GET: a look, allowed through read-only share links).
+The pages' forms send empty fields for "not set" (e.g. `layer=` for all layers): a blank value means
+the field's default. Domain words are vocab enums, so a bad value is a 422 naming the parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticUseDefault
+
+from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer
+from workers.contract.results import AblationFlipRow, AblationResultRow
+from workers.contract.vocab import AblationMode, HookPoint, LivePath, OverlapPart, SharedMode, Stat
+
+
+def _blank_is_default(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise PydanticUseDefault()
+    return value
+
+
+Blank = BeforeValidator(_blank_is_default)
+Percent = Annotated[float, Blank, Field(ge=0, le=100, allow_inf_nan=False, description="top p% of all MLP neurons")]
+Factor = Annotated[float, Blank, Field(ge=-1e6, le=1e6, allow_inf_nan=False, description="factor for mode 'scale'")]
+ProbeLimit = Annotated[int, Blank, Field(ge=1, le=MAX_PROBE_PAIRS, description="probe pairs per objective")]
+CheckpointId = Annotated[str, Field(min_length=1, max_length=64, description="checkpoint id")]
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ToggleHow(_Query):
+    """How the chosen neurons are switched off, and on how many probe pairs."""
+
+    mode: Annotated[AblationMode, Blank] = AblationMode.zero
+    factor: Factor = 0.0
+    probe_limit: ProbeLimit = DEFAULT_PROBE_PAIRS
+
+
+class ToggleWhich(_Query):
+    """Which neurons: named directly, by a stored set, or by a part of the overlap dashboard (whose view
+    is p, stat, seed, shared, hook); `layer` keeps only that layer's slice."""
+
+    neurons: str | None = Field(None, max_length=100_000, description='JSON {layer: [indices]}, e.g. {"3": [1, 2]}')
+    set_name: Annotated[str | None, Blank] = Field(None, alias="set", max_length=200, description="a neuron set")
+    part: Annotated[OverlapPart | None, Blank] = None
+    p: Percent = 10.0
+    stat: Annotated[Stat, Blank] = Stat.A
+    seed: Annotated[int, Blank, Field(ge=0)] = 0
+    shared: Annotated[SharedMode, Blank] = SharedMode.intersection
+    layer: Annotated[int | None, Blank] = None
+    hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
+
+
+class ToggleQuery(ToggleWhich, ToggleHow):
+    """`GET /api/live/{checkpoint}/toggle`."""
+
+    path: Annotated[LivePath, Blank] = LivePath.fast
+
+
+class LiveView(ToggleWhich, ToggleHow):
+    """`GET /ui/live/{checkpoint}`: one toggle as a partial; `push` puts its state into the page URL."""
+
+    push: Annotated[bool, Blank] = False
+
+
+class LiveFormView(LiveView):
+    """`GET /ui/live`: the same, with the checkpoint as a form field (the panels' target select)."""
+
+    ck: CheckpointId
+
+
+class DashboardPanelView(ToggleWhich, ToggleHow):
+    """`GET /ui/ablation/panel`: the dashboard's view (p, stat, seed, shared, hook) and any toggle state."""
+
+    base_model: str = Field(..., max_length=200)
+    ck: Annotated[str | None, Blank] = Field(None, max_length=64)
+
+
+class NeuronPanelView(ToggleHow):
+    """`GET /ui/ablation/neuron-panel`: one neuron of a base model, and any toggle state."""
+
+    model: str = Field(..., max_length=200)
+    layer: int = Field(..., ge=0)
+    index: int = Field(..., ge=0)
+    hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
+    ck: Annotated[str | None, Blank] = Field(None, max_length=64)
+
+
+class QueueForm(BaseModel):
+    """`POST /ui/ablation/queue`: the exact full-test evaluation of a toggle."""
+
+    checkpoint: CheckpointId
+    neurons: str = Field(..., max_length=100_000, description='JSON {layer: [indices]}')
+    mode: Annotated[AblationMode, Blank] = AblationMode.zero
+    factor: Factor = 0.0
+
+
+class LiveToggleAnswer(LiveAnswer):
+    """A live worker's answer with what the API adds: the round trip it measured and the neurons toggled."""
+
+    roundtrip_ms: float
+    n_neurons: int
+    neurons: dict[str, list[int]] = Field(..., description="{layer: [indices]} switched off")
+
+
+class AblationRunSummary(BaseModel):
+    """One stored ablation result in the list."""
+
+    result_key: str
+    checkpoint: str
+    regime: str | None
+    experiment: str
+    n_rows: int
+
+
+class StoredAblationRow(AblationResultRow):
+    result_key: str
+
+
+class StoredFlipRow(AblationFlipRow):
+    result_key: str
+
+
+class AblationResult(BaseModel):
+    """Every row of one ablation result and the items whose verdict it flipped."""
+
+    result_key: str
+    rows: list[StoredAblationRow]
+    flips: list[StoredFlipRow]

@@ -1,0 +1,148 @@
+"""Plotly figure specs of the neuron pages: plain JSON-safe dicts built from numbers, no database access.
+
+No dataset text ever goes into a figure (only numbers, neuron addresses and fixed labels); the pages
+embed these specs as JSON and `frontend/static` renders them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from app.neurons.schemas import STAT_NAMES, OverlapOut, ScatterMode
+from workers.contract.vocab import STAT_COLUMN, OverlapPart, Regime, Side, Stat
+
+PART_LABELS: dict[OverlapPart, str] = {
+    OverlapPart.helpful: "H (helpful RM)", OverlapPart.harmless: "R (harmless RM)", OverlapPart.mixed: "M (mixed RM)",
+    OverlapPart.helpful_specific: "helpful-specific H \\ R", OverlapPart.harmless_specific: "harmless-specific R \\ H",
+    OverlapPart.shared: "shared"}
+SCATTER_GROUPS: dict[str, tuple[str, str]] = {  # group: (legend label, colour)
+    "neither": ("in neither H nor R", "#ced4da"),
+    OverlapPart.helpful_specific: ("helpful-specific (H only)", "#1c7ed6"),
+    OverlapPart.harmless_specific: ("harmless-specific (R only)", "#e8590c"),
+    OverlapPart.shared: ("shared (H ∩ R)", "#7048e8")}
+VENN_REGIONS = (("H only", "H_only", "#1c7ed6"), ("R only", "R_only", "#e8590c"), ("M only", "M_only", "#2b8a3e"),
+                ("H ∩ R only", "HR_only", "#7048e8"), ("H ∩ M only", "HM_only", "#0ca678"),
+                ("R ∩ M only", "RM_only", "#f08c00"), ("H ∩ R ∩ M", "HRM", "#343a40"))
+SIDE_COLOURS: dict[Side, str] = {Side.chosen: "#2b8a3e", Side.rejected: "#c92a2a"}
+SCATTERGL_ABOVE = 20_000  # SVG scatter below this many points; WebGL above
+
+
+def json_safe(x: Any) -> Any:
+    """Plain JSON: numpy scalars and arrays to Python, NaN/inf to None (JSON has neither)."""
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_safe(x.tolist())
+    if isinstance(x, np.bool_ | bool):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, float | np.floating):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    return x
+
+
+def _round(x: float, digits: int = 6) -> float | None:
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+
+
+def scatter_axes(mode: ScatterMode, stat: Stat) -> tuple[tuple[Regime, str], tuple[Regime, str], str, str]:
+    """(regime, scope) of the x and y scores and the axis titles of a scatter mode."""
+    if mode == ScatterMode.mixed:
+        return ((Regime.mixed, "helpful"), (Regime.mixed, "harmless"),
+                f"mixed RM: S ({stat}) on helpful data", f"mixed RM: S ({stat}) on harmless data")
+    return ((Regime.helpful, "helpful"), (Regime.harmless, "harmless"),
+            f"helpful RM: S ({stat}) on helpful data", f"harmless RM: S ({stat}) on harmless data")
+
+
+def scatter(x: np.ndarray, y: np.ndarray, masks: Mapping[OverlapPart, np.ndarray], ov: OverlapOut,
+            mode: ScatterMode) -> dict[str, Any]:
+    """Every neuron's x score against its y score, coloured by H/R membership, open circles when not in M."""
+    (_, _), (_, _), xt, yt = scatter_axes(mode, ov.stat)
+    H, R, M = masks[OverlapPart.helpful], masks[OverlapPart.harmless], masks[OverlapPart.mixed]
+    group = np.full(H.shape, "neither", dtype=object)
+    group[H & ~R] = OverlapPart.helpful_specific
+    group[R & ~H] = OverlapPart.harmless_specific
+    group[H & R] = OverlapPart.shared
+    kind = "scattergl" if H.size > SCATTERGL_ABOVE else "scatter"
+    traces = []
+    for g, (label, colour) in SCATTER_GROUPS.items():
+        layers, idx = np.nonzero(group == g)
+        if layers.size == 0:
+            continue
+        in_m = M[layers, idx]
+        traces.append({
+            "type": kind, "mode": "markers", "name": label,
+            "x": [_round(float(v)) for v in x[layers, idx]], "y": [_round(float(v)) for v in y[layers, idx]],
+            "customdata": [[int(a), int(b)] for a, b in zip(layers, idx, strict=True)],
+            "text": ["in M" if m else "not in M" for m in in_m],
+            "hovertemplate": "layer %{customdata[0]} · neuron %{customdata[1]}<br>x %{x:.4g} · y %{y:.4g}"
+                             "<br>%{text}<extra>" + label + "</extra>",
+            "marker": {"color": colour, "size": 6 if g != "neither" else 4,
+                       "opacity": 0.9 if g != "neither" else 0.5,
+                       "symbol": ["circle" if m else "circle-open" for m in in_m]},
+        })
+    layout: dict[str, Any] = {"xaxis": {"title": {"text": xt}}, "yaxis": {"title": {"text": yt}},
+                              "margin": {"t": 40}, "hovermode": "closest",
+                              "legend": {"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom"}}
+    if mode == ScatterMode.single:
+        shapes = []
+        tx, ty = ov.selection[Regime.helpful].threshold, ov.selection[Regime.harmless].threshold
+        if tx is not None:
+            shapes.append({"type": "line", "x0": tx, "x1": tx, "yref": "paper", "y0": 0, "y1": 1,
+                           "line": {"dash": "dot", "color": SCATTER_GROUPS[OverlapPart.helpful_specific][1]}})
+        if ty is not None:
+            shapes.append({"type": "line", "y0": ty, "y1": ty, "xref": "paper", "x0": 0, "x1": 1,
+                           "line": {"dash": "dot", "color": SCATTER_GROUPS[OverlapPart.harmless_specific][1]}})
+        layout["shapes"] = shapes
+    return json_safe({"data": traces, "layout": layout})  # type: ignore[no-any-return]
+
+
+def venn(ov: OverlapOut) -> dict[str, Any]:
+    """Bars of the seven exclusive regions of H, R and M."""
+    v = ov.venn.model_dump()
+    return {"data": [{"type": "bar", "x": [r[0] for r in VENN_REGIONS], "y": [v[r[1]] for r in VENN_REGIONS],
+                      "text": [str(v[r[1]]) for r in VENN_REGIONS], "textposition": "auto",
+                      "marker": {"color": [r[2] for r in VENN_REGIONS]},
+                      "hovertemplate": "%{x}: %{y} neurons<extra></extra>"}],
+            "layout": {"yaxis": {"title": {"text": "neurons (exclusive region)"}}, "margin": {"t": 20}}}
+
+
+def layer_heatmap(ov: OverlapOut) -> dict[str, Any]:
+    """Selected neurons per layer of each overlap part."""
+    rows = list(PART_LABELS)
+    return {"data": [{"type": "heatmap", "z": [ov.layer_counts[r] for r in rows],
+                      "x": list(range(ov.n_layers)), "y": [PART_LABELS[r] for r in rows],
+                      "colorscale": "Blues", "reversescale": True,
+                      "colorbar": {"title": {"text": "neurons"}},
+                      "hovertemplate": "%{y}<br>layer %{x}: %{z} neurons<extra></extra>"}],
+            "layout": {"xaxis": {"title": {"text": "layer"}, "dtick": 1},
+                       "yaxis": {"autorange": "reversed"}, "margin": {"t": 20, "l": 170}}}
+
+
+def neuron_stats(stats: list[dict[str, Any]], stat: Stat) -> dict[str, Any]:
+    """One neuron's statistic, chosen against rejected bars per (RM, objective)."""
+    col = STAT_COLUMN[stat]
+    groups: list[tuple[str, str, str]] = []
+    for r in stats:
+        key = (r["regime"] or "?", r["checkpoint"], r["objective"])
+        if key not in groups:
+            groups.append(key)
+    label = {g: f"{g[0]} RM · {g[2]} data" for g in groups}
+    if len({label[g] for g in groups}) < len(groups):  # several checkpoints of one regime
+        label = {g: f"{g[0]} RM {g[1][:6]} · {g[2]} data" for g in groups}
+    data = []
+    for side, colour in SIDE_COLOURS.items():
+        vals = {(r["regime"] or "?", r["checkpoint"], r["objective"]): r[col] for r in stats if r["side"] == side}
+        data.append({"type": "bar", "name": str(side), "x": [label[g] for g in groups],
+                     "y": [vals.get(g) for g in groups], "marker": {"color": colour},
+                     "hovertemplate": "%{x}<br>" + side + ": %{y:.4g}<extra></extra>"})
+    return json_safe({"data": data, "layout": {"barmode": "group", "margin": {"t": 20},  # type: ignore[no-any-return]
+                                               "yaxis": {"title": {"text": STAT_NAMES[stat]}}}})
