@@ -6,17 +6,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import plotly
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import AppError
 from app.core.services import Services
 from app.core.settings import Settings, get_settings
+from workers.contract.version import code_version
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -24,16 +25,20 @@ log = logging.getLogger("tension")
 
 # Every module with a `router`, in the order routes are matched (one line per module; pages last).
 ROUTER_MODULES: tuple[str, ...] = (
-    "app.jobs.routes",
-    "app.datasets.routes",
-    "app.scoring.routes",
+    "app.jobs.api",
+    "app.datasets.api",
+    "app.scoring.api",
     "app.evaluation.api",
     "app.evaluation.pages",
-    "app.neurons.routes",
+    "app.neurons.api",
+    "app.neurons.pages",
     "app.ablation.api",
-    "app.shares.routes",
+    "app.shares.api",
     "app.ablation.pages",
-    "app.web.routes",
+    "app.jobs.pages",
+    "app.datasets.pages",
+    "app.scoring.pages",
+    "app.shares.pages",
 )
 
 
@@ -79,7 +84,7 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
         client = request.client.host if request.client else ""
         local = client in ("127.0.0.1", "::1", "localhost", "testclient")
         services = getattr(request.app.state, "services", None)
-        link = shares.resolve(services, token) if (token and services is not None) else None
+        link = shares.resolve(services.db, token) if (token and services is not None) else None
         request.state.read_only = link is not None or not local
         request.state.share_token = link.token if link is not None else None
         if not local and link is None and request.url.path not in ("/healthz",) \
@@ -90,11 +95,12 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
         return await call_next(request)
 
     @app.get("/healthz", tags=["meta"])
-    def healthz(request: Request) -> dict[str, Any]:
+    def healthz(request: Request) -> Health:
         services: Services = request.app.state.services
-        return {"status": "ok", "schema": {"metadata": services.metadata_revision,
-                                           "duckdb": services.store.schema_version},
-                "executor": settings.executor, "database": services.db.engine.dialect.name}
+        return Health(status="ok", schema_=SchemaVersions(metadata=services.metadata_revision,
+                                                         duckdb=services.store.schema_version),
+                      executor=settings.executor, database=services.db.engine.dialect.name,
+                      code_version=code_version())
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js() -> FileResponse:
@@ -109,10 +115,26 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
     return app
 
 
+class SchemaVersions(BaseModel):
+    metadata: str
+    duckdb: int
+
+
+class Health(BaseModel):
+    """What is running: schema revisions, executor, database dialect and the worker code version."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    status: str
+    schema_: SchemaVersions = Field(alias="schema")
+    executor: str
+    database: str
+    code_version: str
+
+
 def _error(request: Request, status: int, message: str) -> Response:
     if request.headers.get("hx-request"):
         from app.web.templating import templates
 
-        return templates.TemplateResponse(request, "partials/error.html", {"message": message},
+        return templates.TemplateResponse(request, "_shared/_error_message.html", {"message": message},
                                           status_code=status)
     return JSONResponse({"detail": message}, status_code=status)

@@ -52,9 +52,9 @@ def run(toggles: int = 10, full_toggles: int | None = None) -> dict[str, Any]:
     import torch
 
     from workers.ablation.live import LiveAblationSession
+    from workers.contract.jobs import DatasetRef
     from workers.data.loaders import load_dataset
     from workers.models.registry import load_reward_model
-    from workers.contract.jobs import DatasetRef
 
     load_start = os.getloadavg()
     loaded = load_reward_model(MODEL, device="cpu")

@@ -18,9 +18,9 @@ router = APIRouter(tags=["ablation"])
 def toggle(checkpoint: CheckpointDep, query: Annotated[ToggleQuery, Query()], services: ServicesDep,
            pool: LivePoolDep) -> LiveToggleAnswer:
     """Switch neurons off in a warm copy of the RM; the per-objective shift on the probe pairs."""
-    chosen = service.toggle_neurons(services, checkpoint=checkpoint, which=query)
-    return service.live_toggle(services, pool=pool, checkpoint=checkpoint, chosen=chosen, how=query,
-                               hook=query.hook, path=query.path)
+    chosen = service.toggle_neurons(store=services.store, db=services.db, checkpoint=checkpoint, which=query)
+    return service.live_toggle(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
+                               chosen=chosen, how=query, hook=query.hook, path=query.path)
 
 
 @router.get("/api/ablations", response_model=list[AblationRunSummary])

@@ -77,16 +77,19 @@ def write_inputs(*, settings: Settings, arrays: dict[str, np.ndarray]) -> str:
     return artifact_uri(key)
 
 
-def _means(services: Services, checkpoint: str, hook: str) -> np.ndarray:
+def _means(store: StatsStore, checkpoint: str, hook: HookPoint) -> np.ndarray:
     """Each neuron's mean activation over all objectives (mode 'mean' sets an ablated neuron to it)."""
-    return np.nan_to_num(neurons.scores(services, checkpoint, Stat.A, Scope.all, hook))
+    return np.nan_to_num(neurons.score_array(store=store, checkpoint=checkpoint, stat=Stat.A, scope=Scope.all,
+                                             hook=hook))
 
 
-def _own_scores(services: Services, checkpoint: str, hook: str) -> dict[str, np.ndarray]:
-    out = {SelectionMethod.magnitude.value: neurons.scores(services, checkpoint, Stat.A, Scope.own, hook),
-           "means": _means(services, checkpoint, hook)}
+def _own_scores(store: StatsStore, checkpoint: str, hook: HookPoint) -> dict[str, np.ndarray]:
+    out = {SelectionMethod.magnitude.value: neurons.score_array(store=store, checkpoint=checkpoint, stat=Stat.A,
+                                                                scope=Scope.own, hook=hook),
+           "means": _means(store, checkpoint, hook)}
     with contextlib.suppress(AppError):  # no base model at capture: experiment A has no change curve
-        out[SelectionMethod.change.value] = neurons.scores(services, checkpoint, Stat.C, Scope.own, hook)
+        out[SelectionMethod.change.value] = neurons.score_array(store=store, checkpoint=checkpoint, stat=Stat.C,
+                                                                scope=Scope.own, hook=hook)
     return {k: np.nan_to_num(v) for k, v in out.items()}
 
 
@@ -99,22 +102,24 @@ def prepare_ablate(services: Services, params: AblateParams) -> str:
     arrays: dict[str, np.ndarray] = {}
     if params.experiment == Experiment.single:
         if params.neuron_set is None and params.set_name:
-            params.neuron_set = NeuronIndexSet.model_validate(neurons.get_set(services, params.set_name).neurons)
+            ns = neurons.find_set(db=services.db, name=params.set_name)
+            params.neuron_set = NeuronIndexSet.model_validate(ns.neurons)
         if not params.neuron_set or not params.neuron_set.size():
             raise Invalid("a single ablation needs neuron_set {layer: [indices]} or set_name")
         if params.mode == AblationMode.mean:
-            arrays["means"] = _means(services, ck.id, hook)
+            arrays["means"] = _means(services.store, ck.id, hook)
     else:
-        arrays.update(_own_scores(services, ck.id, hook))
+        arrays.update(_own_scores(services.store, ck.id, hook))
     if params.experiment == Experiment.C:
         if ck.regime != Regime.mixed:
             raise Invalid(f"experiment C ablates the mixed RM; checkpoint {ck.id} is {ck.regime}")
-        cks = neurons.regime_checkpoints(services, ck.base_model, ck.seed, hook)
+        cks = neurons.find_regime_checkpoints(store=services.store, db=services.db, base_model=ck.base_model,
+                                              seed=ck.seed, hook=hook)
         for regime in SINGLE_REGIMES:
             if regime not in cks:
                 raise NotFound(f"experiment C needs a captured {regime} RM of {ck.base_model} seed {ck.seed}")
-            arrays[f"{regime}_magnitude"] = np.nan_to_num(neurons.scores(services, cks[regime], Stat.A, Scope.own,
-                                                                         hook))
+            arrays[f"{regime}_magnitude"] = np.nan_to_num(neurons.score_array(
+                store=services.store, checkpoint=cks[regime], stat=Stat.A, scope=Scope.own, hook=hook))
         params.helpful_checkpoint = cks[Regime.helpful]
         params.harmless_checkpoint = cks[Regime.harmless]
     if arrays:
@@ -136,11 +141,11 @@ def recompute_command(params: dict[str, Any]) -> str:
 
 
 # -- live toggles ----------------------------------------------------------------------------------------
-def capture_shape(services: Services, *, checkpoint: str, hook: str) -> tuple[int, int] | None:
+def capture_shape(*, store: StatsStore, checkpoint: str, hook: HookPoint) -> tuple[int, int] | None:
     """(n_layers, n_neurons) of a captured checkpoint; None when it was never captured at `hook`."""
-    for r in neurons.captured_checkpoints(services):
-        if r["checkpoint"] == checkpoint and r["hook"] == hook:
-            return int(r["n_layers"]), int(r["n_neurons"])
+    with contextlib.suppress(NotFound):
+        info = neurons.capture_info(store=store, checkpoint=checkpoint, hook=hook)
+        return int(info["n_layers"]), int(info["n_neurons"])
     return None
 
 
@@ -162,23 +167,21 @@ def parse_neurons(text: str) -> NeuronIndexSet:
         raise Invalid(f"neurons must be JSON like {{\"3\": [1, 2]}}: {detail}") from exc
 
 
-def toggle_neurons(services: Services, *, checkpoint: Checkpoint, which: ToggleWhich) -> NeuronIndexSet:
+def toggle_neurons(*, store: StatsStore, db: Database, checkpoint: Checkpoint, which: ToggleWhich) -> NeuronIndexSet:
     """The neurons a toggle names: directly, by a stored set, or by a part of the overlap dashboard, then
     only `layer`'s slice. Every layer and neuron is checked against the captured model (404 outside it),
     so a bad toggle never reaches the live worker."""
-    shape = capture_shape(services, checkpoint=checkpoint.id, hook=which.hook)
+    shape = capture_shape(store=store, checkpoint=checkpoint.id, hook=which.hook)
     if which.layer is not None:
         _check_layer(which.layer, shape, checkpoint.base_model)
     if which.neurons:
         chosen = parse_neurons(which.neurons)
     elif which.set_name:
-        chosen = NeuronIndexSet.model_validate(neurons.get_set(services, which.set_name).neurons)
+        chosen = NeuronIndexSet.model_validate(neurons.find_set(db=db, name=which.set_name).neurons)
     elif which.part:
-        ov = neurons.overlap(services, checkpoint.base_model, which.p, which.stat, which.seed, which.hook,
-                             which.shared)
-        if which.part not in ov["masks"]:
-            raise Invalid(f"unknown part {which.part!r}; one of {sorted(ov['masks'])}")
-        chosen = NeuronIndexSet.model_validate(sel.mask_to_dict(ov["masks"][which.part]))
+        masks = neurons.compute_overlap(store=store, db=db, base_model=checkpoint.base_model, p=which.p,
+                                        stat=which.stat, seed=which.seed, hook=which.hook, shared=which.shared).masks
+        chosen = NeuronIndexSet.model_validate(sel.mask_to_dict(masks[which.part]))
     else:
         raise Invalid("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...")
     if which.layer is not None:
@@ -191,22 +194,23 @@ def toggle_neurons(services: Services, *, checkpoint: Checkpoint, which: ToggleW
     return chosen
 
 
-def live_config(services: Services, *, checkpoint: Checkpoint, probe_limit: int,
+def live_config(*, store: StatsStore, settings: Settings, checkpoint: Checkpoint, probe_limit: int,
                 hook: HookPoint = HookPoint.down_proj_input) -> LiveSessionConfig:
     """What a live worker keeps warm: the RM, its probe pairs, and (when captured) its per-neuron means."""
     means = None
     with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
-        means = write_inputs(settings=services.settings, arrays={"means": _means(services, checkpoint.id, hook)})
-    return LiveSessionConfig(store_url=services.settings.resolved_artifact_store, checkpoint=checkpoint.id,
+        means = write_inputs(settings=settings, arrays={"means": _means(store, checkpoint.id, hook)})
+    return LiveSessionConfig(store_url=settings.resolved_artifact_store, checkpoint=checkpoint.id,
                              probe=default_probe(probe_limit), max_length=MAX_LENGTH, means=means, hook=hook,
-                             device=services.settings.device)
+                             device=settings.device)
 
 
-def live_toggle(services: Services, *, pool: LivePoolLike, checkpoint: Checkpoint, chosen: NeuronIndexSet,
-                how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
+def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
+                chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
                 path: LivePath = LivePath.fast) -> LiveToggleAnswer:
     """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
-    config = live_config(services, checkpoint=checkpoint, probe_limit=how.probe_limit, hook=hook)
+    config = live_config(store=store, settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
+                         hook=hook)
     if how.mode == AblationMode.mean and config.means is None:
         raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
     worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}", config)
@@ -215,10 +219,11 @@ def live_toggle(services: Services, *, pool: LivePoolLike, checkpoint: Checkpoin
                             neurons=chosen.as_json())
 
 
-def captures(services: Services, *, base_model: str, hook: str) -> list[dict[str, Any]]:
+def captures(*, store: StatsStore, db: Database, base_model: str, hook: HookPoint) -> list[dict[str, Any]]:
     """The captured RMs of a base model at `hook`, by seed then regime, each with a label for the panels."""
-    order = {r: i for i, r in enumerate(Regime)}
-    rows = [r for r in neurons.captured_checkpoints(services, base_model) if r["hook"] == hook]
+    order: dict[str, int] = {r: i for i, r in enumerate(Regime)}
+    rows = [c.model_dump() for c in neurons.list_captures(store=store, db=db, base_model=base_model)
+            if c.hook == hook]
     rows.sort(key=lambda r: (r["seed"], order.get(r["regime"], len(order)), r["checkpoint"]))
     return [{**r, "label": f"{r['regime']} RM · seed {r['seed']} · {str(r['checkpoint'])[:12]}"} for r in rows]
 
@@ -322,7 +327,7 @@ def experiment_view(rows: list[dict[str, Any]], experiment: str, run: dict[str, 
                 "tables": [(t.value, [r for r in rows if _is_subset(r) and r["group_type"] == t]) for t in Objective],
                 "untyped": [r for r in rows if _is_subset(r) and r["group_type"] is None], "p": rows[0]["p"]}
     if experiment == Experiment.C:
-        order = {name: i for i, name in enumerate(SET_PARTS)}
+        order: dict[str, int] = {name: i for i, name in enumerate(SET_PARTS)}
         by_set: dict[tuple[float, str], dict[str, Any]] = {}
         for r in rows:
             key = (float(r["p"]), str(r["condition"]))

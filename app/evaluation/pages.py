@@ -37,13 +37,13 @@ def _lab_jobs(jobs: JobService) -> list[Job]:
 @router.get("/lab", response_class=HTMLResponse)
 def lab_page(request: Request, services: ServicesDep) -> Response:
     return _page(request, "index.html", models=list(REGISTERED_MODELS),
-                 checkpoints=service.checkpoints(db=services.db), datasets=datasets.list_datasets(services),
+                 checkpoints=service.checkpoints(db=services.db), datasets=datasets.list_datasets(db=services.db),
                  jobs=_lab_jobs(services.jobs), regimes=REGIMES)
 
 
 @router.get("/lab/ui/jobs", response_class=HTMLResponse)
 def lab_jobs(request: Request, services: ServicesDep) -> Response:
-    return templates.TemplateResponse(request, "partials/job_table.html", {"jobs": _lab_jobs(services.jobs)})
+    return templates.TemplateResponse(request, "jobs/_table.html", {"jobs": _lab_jobs(services.jobs)})
 
 
 @router.post("/lab/ui/train", response_class=HTMLResponse)

@@ -77,7 +77,7 @@ def finite(obj: Any) -> Any:
 
 def type_order(subset_type: str | None) -> int:
     """Helpful-type subsets first, then harmless-type, then others, then the overall row."""
-    order = {t: i for i, t in enumerate(OBJECTIVES)}
+    order: dict[str, int] = {t: i for i, t in enumerate(OBJECTIVES)}
     return order.get(subset_type or "", len(order) + 1 if subset_type == queries.OVERALL else len(order))
 
 

@@ -7,24 +7,25 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workers.contract.vocab import JobKind
+from workers.contract.vocab import JobKind, JobStatus
 
 
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: JobKind
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="the kind's typed params (see workers.contract.jobs)")
 
 
 class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
-    kind: str
+    kind: JobKind
     params: dict[str, Any]
     result_key: str
-    status: str
+    status: JobStatus
     progress: float
     message: str
     metrics: dict[str, Any]
@@ -35,4 +36,9 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    cached: bool = False
+    cached: bool = Field(False, description="true when a finished or running job with the same result key was reused")
+
+    @classmethod
+    def of(cls, job: Any, *, cached: bool = False) -> JobOut:
+        """A job row as the API shows it."""
+        return cls.model_validate(job).model_copy(update={"cached": cached})

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.neurons.schemas import STAT_NAMES, OverlapOut, ScatterMode
-from workers.contract.vocab import STAT_COLUMN, OverlapPart, Regime, Side, Stat
+from workers.contract.vocab import STAT_COLUMN, OverlapPart, Regime, Scope, Side, Stat
 
 PART_LABELS: dict[OverlapPart, str] = {
     OverlapPart.helpful: "H (helpful RM)", OverlapPart.harmless: "R (harmless RM)", OverlapPart.mixed: "M (mixed RM)",
@@ -53,19 +53,19 @@ def _round(x: float, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else None
 
 
-def scatter_axes(mode: ScatterMode, stat: Stat) -> tuple[tuple[Regime, str], tuple[Regime, str], str, str]:
+def scatter_axes(mode: ScatterMode, stat: Stat) -> tuple[tuple[Regime, Scope], tuple[Regime, Scope], str, str]:
     """(regime, scope) of the x and y scores and the axis titles of a scatter mode."""
     if mode == ScatterMode.mixed:
-        return ((Regime.mixed, "helpful"), (Regime.mixed, "harmless"),
+        return ((Regime.mixed, Scope.helpful), (Regime.mixed, Scope.harmless),
                 f"mixed RM: S ({stat}) on helpful data", f"mixed RM: S ({stat}) on harmless data")
-    return ((Regime.helpful, "helpful"), (Regime.harmless, "harmless"),
+    return ((Regime.helpful, Scope.helpful), (Regime.harmless, Scope.harmless),
             f"helpful RM: S ({stat}) on helpful data", f"harmless RM: S ({stat}) on harmless data")
 
 
 def scatter(x: np.ndarray, y: np.ndarray, masks: Mapping[OverlapPart, np.ndarray], ov: OverlapOut,
             mode: ScatterMode) -> dict[str, Any]:
     """Every neuron's x score against its y score, coloured by H/R membership, open circles when not in M."""
-    (_, _), (_, _), xt, yt = scatter_axes(mode, ov.stat)
+    *_, xt, yt = scatter_axes(mode, ov.stat)
     H, R, M = masks[OverlapPart.helpful], masks[OverlapPart.harmless], masks[OverlapPart.mixed]
     group = np.full(H.shape, "neither", dtype=object)
     group[H & ~R] = OverlapPart.helpful_specific

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from app.core.errors import Invalid
 from workers.contract.vocab import HookPoint, OverlapPart, Regime, Scope, SharedMode, Stat
+
+if TYPE_CHECKING:
+    from app.core.db import NeuronSet
 
 
 def _number(v: Any) -> Any:
@@ -76,7 +79,7 @@ class _View(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     @classmethod
-    def parse(cls, **query: Any) -> Any:
+    def parse(cls, **query: Any) -> Self:
         """The view of a page's query, or Invalid naming each bad parameter."""
         try:
             return cls(**query)
@@ -200,8 +203,6 @@ class OverlapOut(BaseModel):
 class NeuronSetSummary(BaseModel):
     """A stored neuron set without its neurons (listings)."""
 
-    model_config = ConfigDict(from_attributes=True)
-
     id: str
     name: str
     base_model: str
@@ -211,11 +212,25 @@ class NeuronSetSummary(BaseModel):
     shape: list[int] | None
     created_at: str | None
 
+    @classmethod
+    def of(cls, ns: NeuronSet) -> Self:
+        return cls(id=ns.id, name=ns.name, base_model=ns.base_model, size=ns.size, formula=ns.formula,
+                   shape=ns.formula.get("shape"), created_at=ns.created_at.isoformat() if ns.created_at else None,
+                   **cls._extra(ns))
+
+    @classmethod
+    def _extra(cls, ns: NeuronSet) -> dict[str, Any]:
+        return {}
+
 
 class NeuronSetOut(NeuronSetSummary):
     """A stored neuron set with its neurons, `{layer: [indices]}` (layer keys are strings in JSON)."""
 
     neurons: dict[str, list[int]]
+
+    @classmethod
+    def _extra(cls, ns: NeuronSet) -> dict[str, Any]:
+        return {"neurons": {str(k): v for k, v in sorted(ns.neurons.items(), key=lambda kv: int(kv[0]))}}
 
 
 # -- requests -------------------------------------------------------------------------------------------

@@ -1,17 +1,23 @@
-"""Scoring jobs: validation at submission and reading rewards back from DuckDB."""
+"""Scoring jobs: validation at submission, and the launch form's params."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
+
 from app.core.checks import check_checkpoint, check_model, load_checked_dataset, resolve_dataset
+from app.core.db import Checkpoint, Database
+from app.core.errors import Invalid
 from workers.contract.jobs import ScoreParams
+from workers.contract.vocab import Split
 
 if TYPE_CHECKING:
     from app.core.services import Services
 
 
 def prepare_score(services: Services, params: ScoreParams) -> str:
+    """Check a score job's inputs and resolve its dataset; returns the data revision of its result key."""
     check_model(params.model)
     ck_rev = ""
     if params.checkpoint:
@@ -21,25 +27,19 @@ def prepare_score(services: Services, params: ScoreParams) -> str:
     return f"{revision}:{ck_rev}"
 
 
-def rewards(services: Services, result_key: str, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
-    return services.store.query(
-        "SELECT pair_id, item_id, objective, subset, split, side, n_tokens, reward FROM rewards "
-        "WHERE result_key = ? ORDER BY pair_id, side LIMIT ? OFFSET ?", [result_key, limit, offset])
+def form_params(*, model: str, checkpoint: str, source: str, split: Split, limit: str,
+                max_length: int) -> dict[str, Any]:
+    """The launch form's fields as score params, validated by the job service (an empty limit: every pair)."""
+    dataset: dict[str, Any] = {"source": source, "split": split}
+    if limit.strip():
+        try:
+            dataset["limit"] = int(limit)
+        except ValueError as exc:
+            raise Invalid(f"pairs per objective must be a whole number, got {limit!r}") from exc
+    return {"model": model, "checkpoint": checkpoint or None, "dataset": dataset, "max_length": max_length}
 
 
-def reward_summary(services: Services, result_key: str) -> list[dict[str, Any]]:
-    return services.store.query(
-        "WITH p AS (SELECT pair_id, objective, subset,"
-        " max(reward) FILTER (WHERE side='chosen') AS rc, max(reward) FILTER (WHERE side='rejected') AS rr"
-        " FROM rewards WHERE result_key = ? GROUP BY ALL)"
-        " SELECT objective, subset, count(*) AS n_pairs, avg(CASE WHEN rc > rr THEN 1.0 ELSE 0.0 END) AS accuracy,"
-        " avg(rc) AS mean_chosen, avg(rr) AS mean_rejected FROM p GROUP BY ALL ORDER BY objective, subset",
-        [result_key])
-
-
-def reward_values(services: Services, result_key: str) -> dict[str, list[float]]:
-    rows = services.store.query("SELECT side, reward FROM rewards WHERE result_key = ?", [result_key])
-    out: dict[str, list[float]] = {"chosen": [], "rejected": []}
-    for r in rows:
-        out[r["side"]].append(float(r["reward"]))
-    return out
+def recent_checkpoints(*, db: Database) -> list[Checkpoint]:
+    """Every checkpoint, newest first (the launch form's choices)."""
+    with db.session() as s:
+        return list(s.scalars(select(Checkpoint).order_by(Checkpoint.created_at.desc())))

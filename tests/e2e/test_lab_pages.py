@@ -2,7 +2,8 @@
 
 1. The whole flow through the browser with real worker jobs: train tiny-bert in all three regimes from the
    lab form, evaluate the three checkpoints from the same page, open the runs list and the comparison.
-2. The comparison and RM pages on factory rows (tests/factories/evaluation.py) with several seeds and a hostile subset name.
+2. The comparison and RM pages on factory rows (tests/factories/evaluation.py) with several seeds and a
+   hostile subset name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import evaluation as lab
-from workers.contract.vocab import REGIMES as ALL_REGIMES, Regime
+from workers.contract.vocab import REGIMES as ALL_REGIMES
+from workers.contract.vocab import Regime
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,16 @@ import json
 import math
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, RootModel, SerializeAsAny, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    RootModel,
+    SerializeAsAny,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from workers.contract.artifacts import ArtifactKey, ArtifactURI, Message, key_of
 from workers.contract.vocab import (
@@ -50,7 +59,7 @@ class Params(Message):
     """Base of every job's parameters."""
 
 
-class NeuronIndexSet(RootModel[dict[int, list[int]]]):
+class NeuronIndexSet(RootModel[dict[int, list[StrictInt]]]):
     """`{layer: [neuron indices]}`, the one model of a set of MLP neurons.
 
     Validated once: layers and indices non-negative and bounded, indices unique and sorted, empty

@@ -9,14 +9,21 @@ from __future__ import annotations
 from enum import StrEnum
 
 
-class Objective(StrEnum):
+class Word(StrEnum):
+    """A domain word: a string everywhere (JSON, SQL, URLs, f-strings), its repr that of the string."""
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Objective(Word):
     """What a preference pair tests."""
 
     helpful = "helpful"
     harmless = "harmless"
 
 
-class Regime(StrEnum):
+class Regime(Word):
     """What a reward model was trained on."""
 
     helpful = "helpful"
@@ -44,18 +51,18 @@ def objectives_of(regime: str) -> tuple[Objective, ...]:
         return OBJECTIVES
 
 
-class Split(StrEnum):
+class Split(Word):
     train = "train"
     test = "test"
     all = "all"
 
 
-class Side(StrEnum):
+class Side(Word):
     chosen = "chosen"
     rejected = "rejected"
 
 
-class DatasetFormat(StrEnum):
+class DatasetFormat(Word):
     auto = "auto"
     canonical = "canonical"
     hh_rlhf = "hh-rlhf"
@@ -63,13 +70,13 @@ class DatasetFormat(StrEnum):
     rewardbench = "rewardbench"
 
 
-class Device(StrEnum):
+class Device(Word):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
 
 
-class Preset(StrEnum):
+class Preset(Word):
     """Training recipes (values in workers/training/presets.py)."""
 
     paper = "paper"
@@ -77,7 +84,7 @@ class Preset(StrEnum):
     custom = "custom"
 
 
-class BonMode(StrEnum):
+class BonMode(Word):
     """How best-of-n items are formed in evaluation (see workers/evaluation)."""
 
     pairs = "pairs"
@@ -85,14 +92,14 @@ class BonMode(StrEnum):
     full = "full"
 
 
-class HookPoint(StrEnum):
+class HookPoint(Word):
     """Where an MLP neuron is read: the input of the down projection (default) or the activation's output."""
 
     down_proj_input = "down_proj_input"
     act_output = "act_output"
 
 
-class Stat(StrEnum):
+class Stat(Word):
     """Neuron statistics of METHOD.md §3: A mean activation, C squared change vs base, P fraction positive."""
 
     A = "A"
@@ -104,7 +111,7 @@ STAT_COLUMN: dict[Stat, str] = {Stat.A: "mean", Stat.C: "mean_sq_change", Stat.P
 """The `neuron_stats` column each statistic is computed from."""
 
 
-class Scope(StrEnum):
+class Scope(Word):
     """Which objectives' data a neuron score averages over."""
 
     own = "own"
@@ -113,14 +120,14 @@ class Scope(StrEnum):
     all = "all"
 
 
-class SharedMode(StrEnum):
+class SharedMode(Word):
     """How 'shared' neurons are defined: H ∩ R, or the study's per-layer rule."""
 
     intersection = "intersection"
     per_layer = "per_layer"
 
 
-class OverlapPart(StrEnum):
+class OverlapPart(Word):
     """The named neuron groups of the overlap analysis."""
 
     helpful = "helpful"
@@ -131,7 +138,7 @@ class OverlapPart(StrEnum):
     shared = "shared"
 
 
-class AblationMode(StrEnum):
+class AblationMode(Word):
     """What an ablated neuron is set to: 0, its mean activation, or its value times a factor."""
 
     zero = "zero"
@@ -139,7 +146,7 @@ class AblationMode(StrEnum):
     scale = "scale"
 
 
-class Experiment(StrEnum):
+class Experiment(Word):
     """Ablation experiments of METHOD.md §4 (A dose-response, B per subset, C specific vs shared) or one set."""
 
     single = "single"
@@ -148,21 +155,21 @@ class Experiment(StrEnum):
     C = "C"
 
 
-class SelectionMethod(StrEnum):
+class SelectionMethod(Word):
     """What top-p% neurons are ranked by in experiment A."""
 
     magnitude = "magnitude"
     change = "change"
 
 
-class LivePath(StrEnum):
+class LivePath(Word):
     """Live toggle computation: cached prefix (fast) or a full forward (reference)."""
 
     fast = "fast"
     full = "full"
 
 
-class JobKind(StrEnum):
+class JobKind(Word):
     score = "score"
     train = "train"
     evaluate = "evaluate"
@@ -170,7 +177,7 @@ class JobKind(StrEnum):
     ablate = "ablate"
 
 
-class JobStatus(StrEnum):
+class JobStatus(Word):
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -182,6 +189,6 @@ ACTIVE_STATUSES: tuple[JobStatus, ...] = (JobStatus.queued, JobStatus.running)
 FINISHED_STATUSES: tuple[JobStatus, ...] = (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
-class ExecutorName(StrEnum):
+class ExecutorName(Word):
     local = "local"
     ray = "ray"

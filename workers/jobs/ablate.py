@@ -79,7 +79,7 @@ def run(job: JobIO, progress: Progress) -> ResultManifest:
         rows = [_row(r, "B", "magnitude") for r in out["rows"]]
         flips = [{**f, "condition": "magnitude", "p": p} for f in out["flips"]]
     elif params.experiment == Experiment.C:
-        singles = {}
+        singles: dict[str, Any] = {}
         single_checkpoints = {"helpful": params.helpful_checkpoint, "harmless": params.harmless_checkpoint}
         for regime in SINGLE_REGIMES:
             ck = single_checkpoints[regime]

@@ -32,6 +32,8 @@ def arrow_schema(row_model: type[ResultRow]) -> pa.Schema:
         ann = f.annotation
         args = [a for a in getattr(ann, "__args__", ()) if a is not type(None)]
         base = args[0] if args else ann
+        if not isinstance(base, type) or base not in _ARROW:
+            raise TypeError(f"{row_model.__name__}.{name}: no Parquet type for {ann!r}")
         fields.append(pa.field(name, _ARROW[base], nullable=bool(args)))
     return pa.schema(fields)
 

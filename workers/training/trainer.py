@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from trl import RewardConfig, RewardTrainer
 
-from workers.contract.vocab import REGIME_OBJECTIVES
+from workers.contract.vocab import REGIME_OBJECTIVES, REGIMES, Regime, objectives_of
 from workers.data.text import pair_texts, tokenize_left
 from workers.models.scoring import effective_max_length
 from workers.training.presets import TrainSettings
@@ -74,9 +74,9 @@ class TrainResult:
 
 def select_regime(pairs: Sequence[PreferencePair], regime: str) -> list[PreferencePair]:
     """The pairs a regime trains on: one objective's pairs, or the union for 'mixed'."""
-    if regime not in REGIME_OBJECTIVES:
-        raise ValueError(f"unknown regime {regime!r}; expected one of {sorted(REGIME_OBJECTIVES)}")
-    wanted = REGIME_OBJECTIVES[regime]
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; expected one of {sorted(REGIMES)}")
+    wanted = REGIME_OBJECTIVES[Regime(regime)]
     return [p for p in pairs if p.objective in wanted]
 
 
@@ -259,7 +259,7 @@ def train_reward_model(loaded: LoadedModel, pairs: Sequence[PreferencePair], set
     started = time.time()
     regime_pairs = select_regime(pairs, regime)
     if not regime_pairs:
-        raise ValueError(f"no pairs for regime {regime!r} (objectives {REGIME_OBJECTIVES[regime]})")
+        raise ValueError(f"no pairs for regime {regime!r} (objectives {list(objectives_of(regime))})")
     train_pairs, eval_pairs = split_train_eval(regime_pairs, settings.eval_fraction)
     tok = loaded.tokenizer
     # Never beyond the model's position limit (absolute position embeddings crash there).

@@ -60,7 +60,14 @@ def test_fifty_megabyte_line(client: TestClient, tmp_path: Path) -> None:
     assert "huge.jsonl" in r.json()["detail"] and "line 2" in r.json()["detail"]
 
 
-def test_valid_upload_becomes_a_job_source(client: TestClient) -> None:
+def test_valid_upload_becomes_a_job_source(settings) -> None:  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    with TestClient(create_app(settings, start_supervisor=False)) as client:  # submission only: no worker runs
+        _upload_then_submit(client)
+
+
+def _upload_then_submit(client: TestClient) -> None:
     r = client.post("/api/datasets", files={"file": ("mine.jsonl", _lines(GOOD, GOOD | {"pair_id": "p2"}))})
     ds = r.json()
     assert ds["n_pairs"] == 2 and ds["objectives"] == ["helpful"] and ds["subsets"] == ["mine"]

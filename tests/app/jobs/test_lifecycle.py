@@ -1,4 +1,5 @@
-"""Jobs end to end with real worker processes: HTTP API, CLI, SIGKILL, cancel, recovery, cache."""
+"""Jobs through the API and CLI: one real scoring job end to end (slow); the lifecycle (SIGKILL, cancel,
+queueing, recovery, CLI) with a stand-in worker process that writes real result tables without a model."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from fastapi.testclient import TestClient
 
 from app.core.db import Job
 from app.main import create_app
-from tests.conftest import make_settings, wait_job
+from tests.conftest import LiveServer, make_settings, wait_job
+from tests.factories.jobs import fake_worker, set_worker_seconds
 
 SLICE = {"source": "bundled", "split": "test", "limit": 16}  # 16 per objective: a 32-pair slice
 
@@ -43,11 +45,11 @@ def test_score_job_through_http_api_reads_rewards_back_from_duckdb(client: TestC
     api = client.get(f"/api/results/{key}/rewards").json()
     assert len(api["rows"]) == 64 and {s["objective"] for s in api["summary"]} == {"helpful", "harmless"}
     # The stored numbers are the model's: recompute three texts directly in this process.
+    from workers.contract.jobs import DatasetRef
     from workers.data.loaders import load_dataset
     from workers.data.text import pair_texts
     from workers.models.registry import load_reward_model
     from workers.models.scoring import score_texts
-    from workers.contract.jobs import DatasetRef
 
     pairs = load_dataset(DatasetRef(**SLICE))
     loaded = load_reward_model("minilm-l6", device="cpu", seed=0)
@@ -60,20 +62,26 @@ def test_score_job_through_http_api_reads_rewards_back_from_duckdb(client: TestC
     assert again.json()["cached"] is True and again.json()["id"] == job["id"]
 
 
-@pytest.mark.slow
-def test_score_job_through_cli_json(live_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cmd = [sys.executable, "-m", "app.cli", "score", "--model", "minilm-l6", "--limit", "16", "--json",
-           "--url", live_server.url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout)
-    assert data["job"]["status"] == "succeeded"
-    assert len(data["result"]["rows"]) == 64
-    key = data["job"]["result_key"]
-    assert live_server.services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [key]) == 64
-    listed = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "list", "--json", "--url", live_server.url],
-                            capture_output=True, text=True, timeout=60)
-    assert [j["id"] for j in json.loads(listed.stdout)] == [data["job"]["id"]]
+def _fake_client(tmp_path: Path, seconds: float, **overrides: object) -> tuple[TestClient, Path]:
+    worker = fake_worker(tmp_path, seconds=seconds)
+    return TestClient(create_app(make_settings(tmp_path, python=str(worker), **overrides))), worker
+
+
+def test_score_job_through_cli_json(tmp_path: Path) -> None:
+    worker = fake_worker(tmp_path, seconds=0.0)
+    with LiveServer(make_settings(tmp_path, python=str(worker))) as live:
+        cmd = [sys.executable, "-m", "app.cli", "score", "--model", "tiny-bert", "--limit", "16", "--json",
+               "--url", live.url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        data = json.loads(out.stdout)
+        assert data["job"]["status"] == "succeeded"
+        assert len(data["result"]["rows"]) == 64  # 16 pairs x 2 objectives x 2 sides
+        key = data["job"]["result_key"]
+        assert live.services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [key]) == 64
+        listed = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "list", "--json", "--url", live.url],
+                                capture_output=True, text=True, timeout=60)
+        assert [j["id"] for j in json.loads(listed.stdout)] == [data["job"]["id"]]
 
 
 def _wait_until(pred, timeout: float = 120.0):  # type: ignore[no-untyped-def]
@@ -82,70 +90,76 @@ def _wait_until(pred, timeout: float = 120.0):  # type: ignore[no-untyped-def]
         v = pred()
         if v:
             return v
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise TimeoutError
 
 
-@pytest.mark.slow
-def test_sigkilled_worker_fails_with_reason_stores_nothing_and_retry_succeeds(client: TestClient) -> None:
-    params = {"model": "minilm-l6", "dataset": {**SLICE, "limit": 40}}
-    job = client.post("/api/jobs", json={"kind": "score", "params": params}).json()
-    running = _wait_until(lambda: (j := _get(client)(job["id"]))["status"] == "running"
-                          and "scoring" in j["message"] and j)
-    services = client.app.state.services  # type: ignore[attr-defined]
-    with services.db.session() as s:
-        pid = s.get(Job, job["id"]).pid
-    assert pid and running
-    os.kill(pid, signal.SIGKILL)
-    failed = wait_job(_get(client), job["id"])
-    assert failed["status"] == "failed"
-    assert "SIGKILL" in failed["error"]
-    assert services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [job["result_key"]]) == 0
-    assert not services.store.is_ingested(job["result_key"])
-    assert client.get("/healthz").status_code == 200
-    retried = client.post(f"/api/jobs/{job['id']}/retry").json()
-    assert retried["status"] == "queued"
-    done = wait_job(_get(client), job["id"])
-    assert done["status"] == "succeeded" and done["attempts"] == 2 and done["error"] is None
-    assert services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [job["result_key"]]) == 160
+def test_sigkilled_worker_fails_with_reason_stores_nothing_and_retry_succeeds(tmp_path: Path) -> None:
+    c, worker = _fake_client(tmp_path, seconds=60)
+    with c as client:
+        params = {"model": "tiny-bert", "dataset": {**SLICE, "limit": 40}}
+        job = client.post("/api/jobs", json={"kind": "score", "params": params}).json()
+        running = _wait_until(lambda: (j := _get(client)(job["id"]))["status"] == "running"
+                              and "scoring" in j["message"] and j)
+        services = client.app.state.services  # type: ignore[attr-defined]
+        with services.db.session() as s:
+            pid = s.get(Job, job["id"]).pid
+        assert pid and running
+        os.kill(pid, signal.SIGKILL)
+        failed = wait_job(_get(client), job["id"])
+        assert failed["status"] == "failed"
+        assert "SIGKILL" in failed["error"]
+        assert services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [job["result_key"]]) == 0
+        assert not services.store.is_ingested(job["result_key"])
+        assert client.get("/healthz").status_code == 200
+        set_worker_seconds(worker, 0.0)
+        retried = client.post(f"/api/jobs/{job['id']}/retry").json()
+        assert retried["status"] == "queued"
+        done = wait_job(_get(client), job["id"])
+        assert done["status"] == "succeeded" and done["attempts"] == 2 and done["error"] is None
+        assert services.store.scalar("SELECT count(*) FROM rewards WHERE result_key = ?", [job["result_key"]]) == 160
 
 
-def test_cancel_terminates_process_group(client: TestClient) -> None:
-    params = {"model": "minilm-l6", "dataset": {**SLICE, "limit": 200}}
-    job = client.post("/api/jobs", json={"kind": "score", "params": params}).json()
-    _wait_until(lambda: _get(client)(job["id"])["status"] == "running")
-    services = client.app.state.services  # type: ignore[attr-defined]
-    with services.db.session() as s:
-        pid = s.get(Job, job["id"]).pid
-    r = client.post(f"/api/jobs/{job['id']}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    _wait_until(lambda: not Path(f"/proc/{pid}").exists() or
-                Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=20)
-    assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
-    time.sleep(1.0)
-    assert _get(client)(job["id"])["status"] == "cancelled"
-    assert not services.store.is_ingested(job["result_key"])
+def test_cancel_terminates_process_group(tmp_path: Path) -> None:
+    c, _ = _fake_client(tmp_path, seconds=60)
+    with c as client:
+        params = {"model": "tiny-bert", "dataset": {**SLICE, "limit": 200}}
+        job = client.post("/api/jobs", json={"kind": "score", "params": params}).json()
+        _wait_until(lambda: _get(client)(job["id"])["status"] == "running")
+        services = client.app.state.services  # type: ignore[attr-defined]
+        with services.db.session() as s:
+            pid = s.get(Job, job["id"]).pid
+        r = client.post(f"/api/jobs/{job['id']}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled"
+        _wait_until(lambda: not Path(f"/proc/{pid}").exists() or
+                    Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=20)
+        assert client.post(f"/api/jobs/{job['id']}/cancel").status_code == 409
+        time.sleep(0.5)
+        assert _get(client)(job["id"])["status"] == "cancelled"
+        assert not services.store.is_ingested(job["result_key"])
 
 
 def test_concurrency_limit_and_queue_order(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, concurrency=1)
+    worker = fake_worker(tmp_path, seconds=0.5)
+    settings = make_settings(tmp_path, concurrency=1, python=str(worker))
     with TestClient(create_app(settings, start_supervisor=False)) as c:
         jobs = c.app.state.services.jobs  # type: ignore[attr-defined]
         a, _ = jobs.submit("score", {"model": "tiny-bert", "dataset": {**SLICE, "limit": 2}})
         b, _ = jobs.submit("score", {"model": "tiny-gpt2", "dataset": {**SLICE, "limit": 2}})
         jobs.tick()
         assert [jobs.get(a.id).status, jobs.get(b.id).status] == ["running", "queued"]
-        deadline = time.time() + 120
+        deadline = time.time() + 60
         while time.time() < deadline and jobs.get(b.id).status != "succeeded":
             jobs.tick()
             if jobs.get(a.id).status == "running":
                 assert jobs.get(b.id).status == "queued"
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert jobs.get(a.id).status == "succeeded" and jobs.get(b.id).status == "succeeded"
 
 
 def test_recovery_at_startup(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    worker = fake_worker(tmp_path, seconds=0.0)
+    settings = make_settings(tmp_path, python=str(worker))
     with TestClient(create_app(settings, start_supervisor=False)) as c:
         services = c.app.state.services  # type: ignore[attr-defined]
         dead = subprocess.Popen(["true"])

@@ -16,7 +16,7 @@ def test_nothing_captured_yet(client: TestClient) -> None:
 @pytest.mark.parametrize(("method", "url", "body", "status", "needle"), [
     ("get", "/api/neurons/org/model/overlap", None, 404, "no capture for the harmless, helpful, mixed RM(s)"),
     ("get", "/api/neurons/org/model/overlap?p=120", None, 422, "p must be a percentage within [0, 100]"),
-    ("get", "/api/neurons/org/model/overlap?stat=Z", None, 422, "unknown statistic 'Z'"),
+    ("get", "/api/neurons/org/model/overlap?stat=Z", None, 422, "query.stat: Input should be 'A', 'C' or 'P'"),
     ("get", "/api/neurons/org/model/scores", None, 404, "no capture of the mixed RM"),
     ("get", "/api/neuron-sets/none", None, 404, "no neuron set named 'none'"),
     ("post", "/api/neuron-sets", {"name": "s", "checkpoint": "ck"}, 404,

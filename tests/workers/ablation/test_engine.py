@@ -101,7 +101,7 @@ def test_ablation_from_params_reads_the_job_spec() -> None:
 
 def test_contract_words_and_index_sets_are_accepted_as_they_are() -> None:
     """A `NeuronIndexSet` and the vocabulary's enums build the same ablation as plain JSON-ish values."""
-    plain = Ablation({"0": [5, 1]}, mode="scale", factor=0.5, hook_point="act_output")
+    plain = Ablation({"0": [5, 1]}, mode="scale", factor=0.5, hook_point="act_output")  # type: ignore[arg-type]
     typed = Ablation(NeuronIndexSet.model_validate({0: [1, 5]}), mode=AblationMode.scale, factor=0.5,
                      hook_point=HookPoint.act_output)
     assert plain == typed and plain.key() == typed.key()
@@ -232,7 +232,7 @@ def _enc(lm: Any) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
 @pytest.mark.parametrize("hook_point", list(HookPoint))
 def test_ablation_zeroes_exactly_the_selected_neurons(tiny_models: dict[str, Any], name: str,
-                                                      hook_point: str) -> None:
+                                                      hook_point: HookPoint) -> None:
     lm = tiny_models[name]
     enc = _enc(lm)
     clean: dict[int, torch.Tensor] = {}

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from workers.contract.jobs import DatasetRef
 from workers.data.loaders import (
     bundled_path,
     dataset_revision,
@@ -19,7 +20,6 @@ from workers.data.loaders import (
     load_pairs_file,
     select_pairs,
 )
-from workers.contract.jobs import DatasetRef
 
 
 def test_bundled_default_ref_is_the_test_split_of_both_objectives() -> None:

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from workers.jobs.train import training_dataset_ref
 from workers.contract.jobs import DatasetRef, TrainParams
+from workers.jobs.train import training_dataset_ref
 from workers.training.presets import PRESETS, resolve_settings
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from workers.data.loaders import write_pairs_jsonl
-from workers.data.text import pair_texts
-from workers.models.registry import load_reward_model
-from workers.models.scoring import score_texts
 from workers.contract.artifacts import ResultManifest
 from workers.contract.jobs import JobSpec
 from workers.contract.version import code_version
 from workers.contract.vocab import JobKind
+from workers.data.loaders import write_pairs_jsonl
+from workers.data.text import pair_texts
+from workers.models.registry import load_reward_model
+from workers.models.scoring import score_texts
 from workers.runner import run
 from workers.storage import ArtifactStore
 

@@ -1,7 +1,8 @@
 """THE architecture registry: which family a loaded model belongs to, and hooks on its MLP neurons.
 
 Every family lives in one file of this package (`bert.py`, `gpt2.py`, ...) that declares `SPECS`, a tuple of
-`ArchitectureSpec`; this module imports every such file when it is first imported, so supporting a new family
+`ArchitectureSpec`; this module imports every such file when it is first imported (every module of the package
+but `base`, `registry` and names starting with `_`; one without `SPECS` is an error), so supporting a new family
 is adding one file, never editing the callers. A model whose family is not registered fails loudly, naming
 its class; for the live session's fast path only, an unknown class falls back to full forwards and says so
 (`live_fast_path(model).reason`).
