@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -96,7 +97,8 @@ class LivePool:
         self._workers: OrderedDict[str, LiveWorker] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, config: LiveSessionConfig) -> LiveWorker:
+    def get(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> LiveWorker:
+        """The warm worker for `key`; `make_config` is called only when one has to be started."""
         with self._lock:
             w = self._workers.get(key)
             if w is not None and w.alive:
@@ -105,7 +107,7 @@ class LivePool:
             while len(self._workers) >= self.max_workers:
                 _, old = self._workers.popitem(last=False)
                 old.close()
-            w = LiveWorker(config, self.python)
+            w = LiveWorker(make_config(), self.python)
             self._workers[key] = w
             return w
 

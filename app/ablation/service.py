@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import shlex
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -59,9 +60,10 @@ class LiveWorkerLike(Protocol):
 
 
 class LivePoolLike(Protocol):
-    """What a toggle needs of `app.ablation.live.LivePool`: a warm worker per (checkpoint, probe) key."""
+    """What a toggle needs of `app.ablation.live.LivePool`: a warm worker per (checkpoint, probe) key, its
+    config built by `make_config` only when a worker has to start."""
 
-    def get(self, key: str, config: LiveSessionConfig) -> LiveWorkerLike: ...
+    def get(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> LiveWorkerLike: ...
 
 
 # -- job inputs ------------------------------------------------------------------------------------------
@@ -194,14 +196,13 @@ def toggle_neurons(*, store: StatsStore, db: Database, checkpoint: Checkpoint, w
     return chosen
 
 
-def live_config(*, store: StatsStore, settings: Settings, checkpoint: Checkpoint, probe_limit: int,
+def live_config(*, settings: Settings, checkpoint: Checkpoint, probe_limit: int, means: np.ndarray | None,
                 hook: HookPoint = HookPoint.down_proj_input) -> LiveSessionConfig:
-    """What a live worker keeps warm: the RM, its probe pairs, and (when captured) its per-neuron means."""
-    means = None
-    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
-        means = write_inputs(settings=settings, arrays={"means": _means(store, checkpoint.id, hook)})
+    """What a live worker keeps warm: the RM, its probe pairs, and (when captured) its per-neuron means,
+    written to the artifact store for the worker to read."""
+    means_uri = None if means is None else write_inputs(settings=settings, arrays={"means": means})
     return LiveSessionConfig(store_url=settings.resolved_artifact_store, checkpoint=checkpoint.id,
-                             probe=default_probe(probe_limit), max_length=MAX_LENGTH, means=means, hook=hook,
+                             probe=default_probe(probe_limit), max_length=MAX_LENGTH, means=means_uri, hook=hook,
                              device=settings.device)
 
 
@@ -209,11 +210,14 @@ def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, ch
                 chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
                 path: LivePath = LivePath.fast) -> LiveToggleAnswer:
     """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
-    config = live_config(store=store, settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
-                         hook=hook)
-    if how.mode == AblationMode.mean and config.means is None:
+    means = None
+    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
+        means = _means(store, checkpoint.id, hook)
+    if how.mode == AblationMode.mean and means is None:
         raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
-    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}", config)
+    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
+                      lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
+                                          means=means, hook=hook))
     timed = worker.toggle(LiveToggleRequest(neurons=chosen, mode=how.mode, factor=how.factor, path=path))
     return LiveToggleAnswer(**dict(timed.answer), roundtrip_ms=timed.roundtrip_ms, n_neurons=chosen.size(),
                             neurons=chosen.as_json())

@@ -8,6 +8,7 @@ row models; the run row carries the job's normalised `AblateParams`, as a finish
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,8 +218,10 @@ class FakeLivePool:
 
     workers: dict[str, FakeLiveWorker] = field(default_factory=dict)
 
-    def get(self, key: str, config: LiveSessionConfig) -> FakeLiveWorker:
-        return self.workers.setdefault(key, FakeLiveWorker(config))
+    def get(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> FakeLiveWorker:
+        if key not in self.workers:
+            self.workers[key] = FakeLiveWorker(make_config())
+        return self.workers[key]
 
     def requests(self) -> list[LiveToggleRequest]:
         return [r for w in self.workers.values() for r in w.requests]
