@@ -25,7 +25,8 @@ import inspect
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -73,6 +74,18 @@ def _backend(url: str | None) -> Backend:
         return connect(get_settings(), url)
     except ApiError as exc:
         _fail(str(exc))
+
+
+@contextmanager
+def _session(url: str | None) -> Iterator[Backend]:
+    """A backend for one command: closed afterwards, an API refusal turned into a CLI error."""
+    backend = _backend(url)
+    try:
+        yield backend
+    except ApiError as exc:
+        _api_fail(exc)
+    finally:
+        backend.close()
 
 
 # ================================================================== options generated from params models
@@ -414,13 +427,8 @@ RESULT_PATHS: dict[JobKind, str] = {JobKind.score: "/api/results/{key}/rewards"}
 def run_job(kind: str, params: dict[str, Any], *, url: str | None, as_json: bool, wait: bool,
             result_path: str | None = "/api/results/{key}") -> None:
     """Submit params as they are (the API validates them), then report like every job command."""
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         _report(backend, backend.submit(kind, params), as_json=as_json, wait=wait, result_path=result_path)
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
 
 
 def _run_kind(kind: JobKind, values: dict[str, Any]) -> None:
@@ -428,8 +436,7 @@ def _run_kind(kind: JobKind, values: dict[str, Any]) -> None:
     _merge_aliases(kind, values)
     files = local_dataset_files(kind, values)
     params = build_params(kind, {**values, **dict.fromkeys(files, "bundled")})  # refuse bad options before uploading
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         if files:
             for name, path in files.items():
                 fmt = values.get(name.removesuffix("source") + "format")  # the same dataset's --...-format
@@ -438,10 +445,6 @@ def _run_kind(kind: JobKind, values: dict[str, Any]) -> None:
         job = backend.submit(kind.value, params_json(params))
         _report(backend, job, as_json=as_json, wait=wait,
                 result_path=RESULT_PATHS.get(kind, "/api/results/{key}"))
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
 
 
 def _escape(text: str) -> str:
@@ -548,19 +551,15 @@ def study(
     """Train the three regimes, evaluate, capture and ablate: the whole study, each step a cached job."""
     from app.study import run_study
 
-    backend = _backend(url)
-    try:
-        out = run_study(backend, lambda b, j: wait_for(b, j, quiet=False), model=model, preset=preset,
-                        seeds=seed, train_limit=train_limit, eval_limit=eval_limit, capture_limit=capture_limit,
-                        max_length=max_length, ablate=ablate, ablate_limit=ablate_limit,
-                        dose_percents=dose_percent or None, random_seeds=random_seed,
-                        log=lambda m: typer.echo(m, err=True))
-    except ApiError as exc:
-        _api_fail(exc)
-    except RuntimeError as exc:
-        _fail(str(exc))
-    finally:
-        backend.close()
+    with _session(url) as backend:
+        try:
+            out = run_study(backend, lambda b, j: wait_for(b, j, quiet=False), model=model, preset=preset,
+                            seeds=seed, train_limit=train_limit, eval_limit=eval_limit, capture_limit=capture_limit,
+                            max_length=max_length, ablate=ablate, ablate_limit=ablate_limit,
+                            dose_percents=dose_percent or None, random_seeds=random_seed,
+                            log=lambda m: typer.echo(m, err=True))
+        except RuntimeError as exc:
+            _fail(str(exc))
     typer.echo(dumps(out) if as_json else f"study done: evaluation {out['evaluation']}")
 
 
@@ -568,13 +567,8 @@ def study(
 def jobs_list(status: str = typer.Option(None), kind: str = typer.Option(None), limit: int = 50,
               as_json: bool = JSON, url: str = URL) -> None:
     """The newest jobs, optionally of one status or kind."""
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         rows = backend.jobs(status, kind, limit)
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
     if as_json:
         typer.echo(dumps(rows))
         return
@@ -584,13 +578,8 @@ def jobs_list(status: str = typer.Option(None), kind: str = typer.Option(None), 
 
 
 def _one(action: str, job_id: str, as_json: bool, url: str | None) -> None:
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         job = getattr(backend, action)(job_id)
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
     typer.echo(dumps(job) if as_json else f"job {job['id']} {job['status']}: {job['error'] or job['message']}")
 
 
@@ -627,26 +616,16 @@ def datasets_add(
     url: str = URL,
 ) -> None:
     """Upload a file of preference pairs (validated line by line); jobs name it `dataset:<id>`."""
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         ds = backend.upload_dataset(file, fmt.value, name, objective.value if objective else None)
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
     typer.echo(dumps(ds) if as_json else _dataset_line(ds))
 
 
 @datasets_app.command("list")
 def datasets_list(as_json: bool = JSON, url: str = URL) -> None:
     """Uploaded datasets, with the `dataset:<id>` source a job names them by."""
-    backend = _backend(url)
-    try:
+    with _session(url) as backend:
         rows = backend.datasets()
-    except ApiError as exc:
-        _api_fail(exc)
-    finally:
-        backend.close()
     if as_json:
         typer.echo(dumps(rows))
         return

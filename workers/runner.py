@@ -9,24 +9,14 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable
 
 import fsspec
 
 from workers.contract.artifacts import ERROR_FILE, MANIFEST_FILE, ErrorReport, ResultManifest
 from workers.contract.jobs import JobSpec
-from workers.contract.vocab import JobKind
+from workers.jobs import CAPABILITIES  # each capability imports its module (and torch) only when its job runs
 from workers.jobs.io import JobIO
 from workers.progress import Progress
-
-Capability = Callable[[JobIO, Progress], ResultManifest]
-
-
-def _capabilities() -> dict[JobKind, Capability]:
-    # Imported lazily: each capability pulls in torch/transformers only when its job runs.
-    from workers import jobs
-
-    return jobs.CAPABILITIES
 
 
 def _heartbeat(progress: Progress, stop: threading.Event, every: float = 5.0) -> None:
@@ -42,7 +32,7 @@ def run(spec: JobSpec) -> ResultManifest:
     beat = threading.Thread(target=_heartbeat, args=(progress, stop), daemon=True)
     beat.start()
     try:
-        manifest = _capabilities()[spec.kind](job, progress)
+        manifest = CAPABILITIES[spec.kind](job, progress)
     finally:
         stop.set()
     progress.update(1.0, "done", force=True)

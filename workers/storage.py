@@ -15,12 +15,12 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from workers.contract.artifacts import check_key, key_of
+from workers.contract.artifacts import check_key
 
 
 class ArtifactStore:
@@ -46,9 +46,6 @@ class ArtifactStore:
     def _path(self, key: str) -> str:
         return f"{self.root}/{check_key(key)}"
 
-    def uri_path(self, uri: str) -> str:
-        return self._path(key_of(uri))
-
     # -- single files -------------------------------------------------------------------------------
     def exists(self, key: str) -> bool:
         return bool(self.fs.exists(self._path(key)))
@@ -72,12 +69,6 @@ class ArtifactStore:
 
     def write_json(self, key: str, obj: Any) -> None:
         self.write_bytes(key, json.dumps(obj, default=float).encode())
-
-    def open(self, key: str, mode: str = "rb") -> IO[Any]:
-        path = self._path(key)
-        if "w" in mode:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        return self.fs.open(path, mode)  # type: ignore[no-any-return]
 
     def put_file(self, local: str | os.PathLike[str], key: str) -> None:
         path = self._path(key)
@@ -125,22 +116,6 @@ class ArtifactStore:
             tmp.replace(cache)
         return cache
 
-    def put_dir(self, local: str | os.PathLike[str], key: str) -> None:
-        """Publish a finished local directory under `key` (replacing nothing that exists: keys are content)."""
-        path = self._path(key)
-        if self.is_local:
-            if Path(local).resolve() == Path(path).resolve():
-                return
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(f"{path}.{uuid.uuid4().hex[:8]}.part")
-            shutil.copytree(local, tmp)
-            if Path(path).exists():
-                shutil.rmtree(tmp)
-                return
-            os.replace(tmp, path)
-            return
-        self.fs.put(str(local) + "/", path + "/", recursive=True)
-
     def staging_dir(self, key: str) -> Path:
         """A local directory to build the tree for `key` in before `put_dir`: inside a local store (so the
         publish is a rename), else a temporary directory."""
@@ -159,5 +134,5 @@ class ArtifactStore:
                 return
             os.replace(staged, path)
             return
-        self.put_dir(staged, key)
+        self.fs.put(str(staged) + "/", path + "/", recursive=True)
         shutil.rmtree(staged, ignore_errors=True)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
-
 from app.core.db import Database
 from app.core.migrate import upgrade_metadata
 from app.core.settings import Settings
@@ -43,6 +41,3 @@ class Services:
         self.store.close()
         self.db.dispose()
 
-
-def get_services(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]

@@ -336,36 +336,3 @@ def prepare_capture(services: Services, params: Any) -> str:
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
     return f"{revision}:{ck.id}"
-
-
-# -- entry points of other domains (app.ablation): `services` first, plain strings and dicts -----------------
-def captured_checkpoints(services: Services, base_model: str | None = None) -> list[dict[str, Any]]:
-    return [c.model_dump() for c in list_captures(store=services.store, db=services.db, base_model=base_model)]
-
-
-def scores(services: Services, checkpoint: str, stat: str = Stat.A, scope: str = Scope.own,
-           hook: str = HookPoint.down_proj_input) -> np.ndarray:
-    return score_array(store=services.store, checkpoint=checkpoint, stat=stat,  # type: ignore[arg-type]
-                       scope=scope, hook=hook)  # type: ignore[arg-type]
-
-
-def regime_checkpoints(services: Services, base_model: str, seed: int, hook: str) -> dict[str, str]:
-    return {str(r): ck for r, ck in find_regime_checkpoints(
-        store=services.store, db=services.db, base_model=base_model, seed=seed,
-        hook=_word(HookPoint, hook, "hook")).items()}
-
-
-def overlap(services: Services, base_model: str, p: float = 10.0, stat: str = Stat.A, seed: int = 0,
-            hook: str = HookPoint.down_proj_input, shared_mode: str = SharedMode.intersection) -> dict[str, Any]:
-    """compute_overlap as one dict: the API's numbers plus "masks" ({part: [layers, neurons] bool array})."""
-    ov = compute_overlap(store=services.store, db=services.db, base_model=base_model, p=p,
-                         stat=stat, seed=seed, hook=hook, shared=shared_mode)  # type: ignore[arg-type]
-    return {**ov.summary.model_dump(mode="json"), "masks": {str(k): m for k, m in ov.masks.items()}}
-
-
-def get_set(services: Services, name: str) -> NeuronSet:
-    return find_set(db=services.db, name=name)
-
-
-def list_sets(services: Services, base_model: str | None = None) -> list[NeuronSet]:
-    return stored_sets(db=services.db, base_model=base_model)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workers.contract.artifacts import ResultManifest, ResultTable, checkpoint_key
+from workers.contract.artifacts import ResultManifest, ResultTable, checkpoint_key, key_of
 from workers.contract.jobs import DatasetRef, JobSpec
 from workers.contract.results import ResultRow
 from workers.data.schema import PreferencePair
@@ -81,7 +81,7 @@ class JobIO:
         """The arrays of an `.npz` artifact (empty when no URI was given)."""
         if not uri:
             return {}
-        with np.load(io.BytesIO(self.store.read_bytes(_key(uri)))) as data:
+        with np.load(io.BytesIO(self.store.read_bytes(key_of(uri)))) as data:
             return {k: data[k] for k in data.files}
 
     # -- outputs ------------------------------------------------------------------------------------
@@ -98,12 +98,6 @@ class JobIO:
         return ResultManifest(job_id=self.spec.job_id, kind=self.spec.kind, result_key=self.spec.result_key,
                               tables=tables, summary=json.loads(json.dumps(summary, default=_plain)),
                               checkpoint=checkpoint)
-
-
-def _key(uri: str) -> str:
-    from workers.contract.artifacts import key_of
-
-    return key_of(uri)
 
 
 def _plain(v: Any) -> Any:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.workers.hook_probes import TEXTS, encode, hooks_left
 from workers.ablation.engine import Ablation, ablated, ablation_from_params, as_ablation, score_with_ablation
 from workers.contract.jobs import AblateParams, NeuronIndexSet
 from workers.contract.vocab import AblationMode, HookPoint
@@ -212,29 +213,12 @@ def test_hooks_are_removed_even_when_the_block_raises(tiny_models: dict[str, Any
 # ------------------------------------------------------------------------------------ exact neuron edits
 # (moved from tests/workers/neurons/test_hooks.py when `ablate_neurons` was folded into this engine)
 
-HOOK_TEXTS = ["Human: what is two plus two?\n\nAssistant: Four.",
-              "Human: hi\n\nAssistant: Hello, how can I help?", "short"]
-
-
-def _hooks_left(lm: Any) -> int:
-    n = 0
-    for layer in range(lm.arch.n_layers(lm.model)):
-        for hp in HookPoint:
-            mod = lm.arch.hook_module(lm.model, layer, hp)
-            n += len(mod._forward_pre_hooks) + len(mod._forward_hooks)
-    return n
-
-
-def _enc(lm: Any) -> dict[str, torch.Tensor]:
-    return dict(lm.tokenizer(HOOK_TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
-
-
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
 @pytest.mark.parametrize("hook_point", list(HookPoint))
 def test_ablation_zeroes_exactly_the_selected_neurons(tiny_models: dict[str, Any], name: str,
                                                       hook_point: HookPoint) -> None:
     lm = tiny_models[name]
-    enc = _enc(lm)
+    enc = encode(lm)
     clean: dict[int, torch.Tensor] = {}
     ablated_values: dict[int, torch.Tensor] = {}
     with torch.no_grad():
@@ -246,38 +230,38 @@ def test_ablation_zeroes_exactly_the_selected_neurons(tiny_models: dict[str, Any
     assert torch.count_nonzero(ablated_values[0][..., [1, 5, 77]]) == 0
     keep = [i for i in range(128) if i not in (1, 5, 77)]
     torch.testing.assert_close(ablated_values[0][..., keep], clean[0][..., keep], rtol=0, atol=0)
-    assert _hooks_left(lm) == 0
+    assert hooks_left(lm) == 0
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-bert"])
 def test_ablation_modes(tiny_models: dict[str, Any], name: str) -> None:
     lm = tiny_models[name]
-    base = score_texts(lm, HOOK_TEXTS)
+    base = score_texts(lm, TEXTS)
     with ablated(lm, {0: [], 1: []}):
-        np.testing.assert_array_equal(score_texts(lm, HOOK_TEXTS), base)
+        np.testing.assert_array_equal(score_texts(lm, TEXTS), base)
     with ablated(lm, {0: list(range(128))}, mode="scale", factor=1.0):
-        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), base, atol=1e-6)
+        np.testing.assert_allclose(score_texts(lm, TEXTS), base, atol=1e-6)
     all_neurons = {i: np.arange(128) for i in range(2)}
     with ablated(lm, all_neurons):
-        zeroed = score_texts(lm, HOOK_TEXTS)
+        zeroed = score_texts(lm, TEXTS)
     with ablated(lm, all_neurons, mode="scale", factor=0.0):
-        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), zeroed, atol=1e-6)
+        np.testing.assert_allclose(score_texts(lm, TEXTS), zeroed, atol=1e-6)
     with ablated(lm, all_neurons, mode="mean", means=np.zeros((2, 128))):
-        np.testing.assert_allclose(score_texts(lm, HOOK_TEXTS), zeroed, atol=1e-6)
+        np.testing.assert_allclose(score_texts(lm, TEXTS), zeroed, atol=1e-6)
     assert not np.allclose(zeroed, base, atol=1e-6)
     with pytest.raises(ValueError, match="means"), ablated(lm, all_neurons, mode="mean"):
         pass
     with pytest.raises(ValueError, match="mode"), ablated(lm, all_neurons, mode="nope"):
         pass
-    assert _hooks_left(lm) == 0
+    assert hooks_left(lm) == 0
 
 
 def test_zeroing_gated_neurons_is_the_same_at_both_points(tiny_models: dict[str, Any]) -> None:
     """act(gate x) = 0 and act(gate x) * up x = 0 both leave the down projection nothing (METHOD.md §3)."""
     lm = tiny_models["tiny-llama"]
-    base = score_texts(lm, HOOK_TEXTS)
+    base = score_texts(lm, TEXTS)
     for neuron_set in ({i: list(range(128)) for i in range(2)}, {0: [3, 40], 1: [7]}):
-        a = score_with_ablation(lm, HOOK_TEXTS, neuron_set, hook_point="down_proj_input")
-        b = score_with_ablation(lm, HOOK_TEXTS, neuron_set, hook_point="act_output")
+        a = score_with_ablation(lm, TEXTS, neuron_set, hook_point="down_proj_input")
+        b = score_with_ablation(lm, TEXTS, neuron_set, hook_point="act_output")
         np.testing.assert_allclose(a, b, atol=1e-6)
         assert not np.allclose(a, base, atol=1e-7)

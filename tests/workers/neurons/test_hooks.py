@@ -7,43 +7,27 @@ import os
 import pytest
 import torch
 
+from tests.workers.hook_probes import encode, hooks_left
 from workers.contract.vocab import HookPoint
 from workers.models.registry import LoadedModel, load_reward_model
 from workers.neurons.hooks import neuron_hooks, record_neurons
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TEXTS = ["Human: what is two plus two?\n\nAssistant: Four.", "Human: hi\n\nAssistant: Hello, how can I help?",
-         "short"]
-
-
 @pytest.fixture(scope="module", params=["tiny-llama", "tiny-gpt2", "tiny-bert"])
 def lm(request: pytest.FixtureRequest) -> LoadedModel:
     return load_reward_model(request.param, device="cpu", seed=0)
 
 
-def _hooks_left(lm: LoadedModel) -> int:
-    n = 0
-    for layer in range(lm.arch.n_layers(lm.model)):
-        for hp in HookPoint:
-            mod = lm.arch.hook_module(lm.model, layer, hp)
-            n += len(mod._forward_pre_hooks) + len(mod._forward_hooks)
-    return n
-
-
-def _enc(lm: LoadedModel) -> dict[str, torch.Tensor]:
-    return dict(lm.tokenizer(TEXTS, padding=True, return_tensors="pt", return_token_type_ids=False))
-
-
 @pytest.mark.parametrize("hook_point", list(HookPoint))
 def test_record_sees_every_layer_with_the_neuron_width(lm: LoadedModel, hook_point: str) -> None:
-    enc = _enc(lm)
+    enc = encode(lm)
     seen: dict[int, torch.Size] = {}
     with torch.no_grad(), record_neurons(lm.model, lambda i, v: seen.__setitem__(i, v.shape), hook_point):
         lm.model(**enc)
     b, s = enc["input_ids"].shape
     assert seen == {i: torch.Size((b, s, 128)) for i in range(2)}
-    assert _hooks_left(lm) == 0
+    assert hooks_left(lm) == 0
 
 
 def test_hooks_are_removed_on_error(lm: LoadedModel) -> None:
@@ -51,5 +35,5 @@ def test_hooks_are_removed_on_error(lm: LoadedModel) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"), neuron_hooks(lm.model, {0: boom}), torch.no_grad():
-        lm.model(**_enc(lm))
-    assert _hooks_left(lm) == 0
+        lm.model(**encode(lm))
+    assert hooks_left(lm) == 0
