@@ -113,6 +113,15 @@ def live_server(settings) -> Iterator[LiveServer]:  # type: ignore[no-untyped-de
         yield srv
 
 
+@pytest.fixture(scope="session")
+def real_rms(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Three tiny-bert RMs trained and captured by real jobs, once per session (see
+    tests/app/neurons/pipeline.py: `build_real_rms`, `settings_from`)."""
+    from tests.app.neurons.pipeline import build_real_rms
+
+    return build_real_rms(tmp_path_factory.mktemp("real-rms"))
+
+
 def wait_job(get, job_id: str, timeout: float = 300) -> dict:  # type: ignore[no-untyped-def,type-arg]
     """Poll a job through a callable returning its JSON until it finishes."""
     deadline = time.time() + timeout

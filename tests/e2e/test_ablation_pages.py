@@ -14,8 +14,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.app.neurons.pipeline import train_and_capture
-from tests.conftest import LiveServer, make_settings, wait_job
+from tests.app.neurons.pipeline import RealRMs, settings_from, train_and_capture
+from tests.conftest import LiveServer, wait_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -25,8 +25,8 @@ WORKER_START_MS = 120_000  # the first toggle on an RM starts a worker that impo
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with LiveServer(make_settings(tmp_path_factory.mktemp("ablation-pages"))) as srv, \
+def site(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> Iterator[SimpleNamespace]:
+    with LiveServer(settings_from(real_rms.captured, tmp_path_factory.mktemp("ablation-pages"))) as srv, \
             httpx.Client(base_url=srv.url, timeout=120) as http:
         checkpoints = train_and_capture(http)
         params = {"experiment": "A", "checkpoint": checkpoints["helpful"], "percents": [0, 10, 50],

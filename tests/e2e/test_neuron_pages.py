@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.app.neurons.pipeline import train_and_capture
-from tests.conftest import LiveServer, make_settings
+from tests.app.neurons.pipeline import RealRMs, settings_from, train_and_capture
+from tests.conftest import LiveServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,8 +38,9 @@ def _hostile_pairs() -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with LiveServer(make_settings(tmp_path_factory.mktemp("neuron-pages"))) as srv, \
+def site(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> Iterator[SimpleNamespace]:
+    # The session's trained RMs (cache hits below), captured here on the hostile dataset.
+    with LiveServer(settings_from(real_rms.trained, tmp_path_factory.mktemp("neuron-pages"))) as srv, \
             httpx.Client(base_url=srv.url, timeout=60) as http:
         body = "\n".join(json.dumps(p) for p in _hostile_pairs()).encode()
         up = http.post("/api/datasets", files={"file": ("xss.jsonl", io.BytesIO(body), "application/json")},

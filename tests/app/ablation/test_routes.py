@@ -597,12 +597,13 @@ def test_fake_worker_answers_like_the_protocol(world: SimpleNamespace) -> None:
 
 # -- end to end, for real -----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_real_rms_queue_ablate_toggle_and_recompute(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Real tiny-bert RMs trained and captured, an `ablate` job queued from the toggle button and run, its page
-    equal to its rows, a live toggle answered by a real warm worker, and the page's recompute command a cache hit."""
-    from tests.app.neurons.pipeline import train_and_capture
+def test_real_rms_queue_ablate_toggle_and_recompute(tmp_path_factory: pytest.TempPathFactory, real_rms: Any) -> None:
+    """Real tiny-bert RMs trained and captured (the session's real jobs; asked for again here, they are cache
+    hits), an `ablate` job queued from the toggle button and run, its page equal to its rows, a live toggle
+    answered by a real warm worker, and the page's recompute command a cache hit."""
+    from tests.app.neurons.pipeline import settings_from, train_and_capture
 
-    settings = make_settings(tmp_path_factory.mktemp("ablation-e2e"))
+    settings = settings_from(real_rms.captured, tmp_path_factory.mktemp("ablation-e2e"))
     with TestClient(create_app(settings)) as client:
         checkpoints = train_and_capture(client)
         mixed = checkpoints["mixed"]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_settings, wait_job
+from tests.conftest import wait_job
 from tests.factories import evaluation as lab
 from workers.contract.vocab import REGIMES, Regime
 
@@ -288,11 +288,13 @@ EVAL_DATA = {"source": "bundled", "split": "test", "limit": 16}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """tiny-bert trained in the three regimes (real worker processes), then evaluated together."""
+def trained(tmp_path_factory: pytest.TempPathFactory, real_rms: Any) -> Any:
+    """tiny-bert trained in the three regimes (real worker processes: the session's `real_rms`, so the train
+    jobs asked for here are cache hits), then evaluated together."""
     from app.main import create_app
+    from tests.app.neurons.pipeline import settings_from
 
-    settings = make_settings(tmp_path_factory.mktemp("lab"), concurrency=3)
+    settings = settings_from(real_rms.trained, tmp_path_factory.mktemp("lab"), concurrency=3)
     with TestClient(create_app(settings)) as c:
         get = lambda job_id: c.get(f"/api/jobs/{job_id}").json()  # noqa: E731
         jobs = {}

@@ -1,6 +1,7 @@
 """End to end: tiny-bert RMs trained in three regimes and captured by real jobs, then served by the API.
 
-The one neuron test that trains (a few minutes); every other route and page test runs on seeded rows
+The one neuron test on real jobs (the session's `real_rms`, asked for again here as cache hits); every
+other route and page test runs on seeded rows
 (test_routes.py). It checks that what a real capture writes is what the API reads: the scores equal a
 numpy recomputation from the raw DuckDB rows, the overlap equals `top_percent` on those scores, and the
 dashboard and a neuron page render.
@@ -13,8 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.app.neurons.pipeline import REGIMES, train_and_capture
-from tests.conftest import make_settings
+from tests.app.neurons.pipeline import REGIMES, RealRMs, settings_from, train_and_capture
 from workers.contract.vocab import STAT_COLUMN, Stat
 from workers.neurons import selection as sel
 
@@ -23,8 +23,9 @@ OWN = {"helpful": ["helpful"], "harmless": ["harmless"], "mixed": ["helpful", "h
 
 
 @pytest.mark.slow
-def test_real_captures_are_served(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with TestClient(create_app(make_settings(tmp_path_factory.mktemp("neurons-real")))) as client:
+def test_real_captures_are_served(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> None:
+    settings = settings_from(real_rms.captured, tmp_path_factory.mktemp("neurons-real"))
+    with TestClient(create_app(settings)) as client:
         checkpoints = train_and_capture(client)
         store = client.app.state.services.store  # type: ignore[attr-defined]
         captures = client.get("/api/neurons/captures").json()
