@@ -10,6 +10,7 @@ from pathlib import Path
 import plotly
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
             services.close()
 
     app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.contract.vocab import Device, ExecutorName
 from workers.storage import ArtifactStore
@@ -27,7 +28,28 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     device: Device = Device.auto
-    public_base_url: str | None = Field(None, description="base URL used in share links")
+    public_base_url: str | None = Field(
+        None, description="the URL people reach this server at; every absolute URL (share links) is built from it, "
+                          "never from the Host header (default: http://<host>:<port>)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Host / Origin names accepted (default: the bound address, localhost, "
+                                          "127.0.0.1 and the public URL's host)")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: a login is needed unless bound to loopback with no users; on: always; "
+                            "off: never (refused unless bound to loopback)")
+    secret_key: str | None = Field(
+        None, description="signs session and CSRF cookies; default: a random key kept in <data_dir>/secret_key")
+    session_max_age_s: int = Field(14 * 24 * 3600, ge=60)
+    share_ttl_days: float = Field(30.0, gt=0, le=3650, description="default lifetime of a share link")
+    share_toggles_per_minute: int = Field(30, ge=1, le=10_000,
+                                          description="live toggles allowed through one share link a minute")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="directories an operator allows as dataset sources ('root:<n>/<file>'); "
+                                          "nothing else on disk is reachable from a request")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="largest upload, as sent")
+    max_decompressed_bytes: int = Field(1024 * 1024 * 1024, ge=1024,
+                                        description="largest dataset once decompressed (gzip bombs stop here)")
+    max_pairs: int = Field(1_000_000, ge=1, description="most preference pairs in one dataset")
     heartbeat_timeout_s: float = 120.0
     python: str | None = Field(None, description="interpreter for worker processes; default this one")
 
@@ -37,6 +59,37 @@ class Settings(BaseSettings):
         if v != ExecutorName.local:
             raise ValueError(f"executor {v.value!r} is not implemented yet; use 'local'")
         return v
+
+    @field_validator("allowed_hosts", "data_roots", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        """Environment values may be comma-separated as well as JSON lists."""
+        if isinstance(v, str) and not v.lstrip().startswith("["):
+            return [x.strip() for x in v.split(",") if x.strip()]
+        return v
+
+    @property
+    def public_url(self) -> str:
+        """The base of every absolute URL this server hands out."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "localhost" if self.host in ("0.0.0.0", "::", "127.0.0.1") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def resolved_allowed_hosts(self) -> list[str]:
+        """Host names (no port) a request's Host and Origin may carry."""
+        from urllib.parse import urlsplit
+
+        hosts = list(self.allowed_hosts) or [self.host, "localhost", "127.0.0.1"]
+        public = urlsplit(self.public_url).hostname
+        if public:
+            hosts.append(public)
+        return sorted({h for h in hosts if h not in ("0.0.0.0", "::")})
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def resolved_database_url(self) -> str:
