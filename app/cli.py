@@ -47,6 +47,9 @@ jobs_app = typer.Typer(help="List, inspect, cancel and retry jobs.", no_args_is_
 datasets_app = typer.Typer(help="Upload and list preference-pair datasets.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
+users_app = typer.Typer(help="Users and roles of a shared server (operator commands: they open the metadata "
+                             "database directly).", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 
 URL = typer.Option(None, "--url", envvar="TENSION_URL", help="server URL; default: local server or embedded")
 JSON = typer.Option(False, "--json", help="print machine-readable JSON")
@@ -515,7 +518,9 @@ def serve(host: str = typer.Option(None), port: int = typer.Option(None)) -> Non
     from app.main import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level="info")
+    settings = settings.model_copy(update={"host": host or settings.host, "port": port or settings.port})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                proxy_headers=False)
 
 
 @app.command()
@@ -639,3 +644,102 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def _operator_db():  # type: ignore[no-untyped-def]
+    """The metadata database, migrated: user commands are run by the operator on the server's machine."""
+    from app.core.db import Database
+    from app.core.migrate import upgrade_metadata
+
+    s = get_settings()
+    s.ensure_dirs()
+    upgrade_metadata(s.resolved_database_url)
+    return Database(s.resolved_database_url)
+
+
+def _read_password(password_stdin: bool, no_password: bool) -> str | None:
+    if no_password:
+        return None
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("password (for the browser login)", hide_input=True, confirmation_prompt=True))
+
+
+@users_app.command("add")
+def users_add(name: str = typer.Argument(..., help="user name: letters, digits, '.', '_', '-'"),
+              role: str = typer.Option("researcher", help="viewer (read) or researcher (read, launch, upload, "
+                                                          "share)"),
+              password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin"),
+              no_password: bool = typer.Option(False, "--no-password", help="token only, no browser login"),
+              ) -> None:
+    """Add a user; prints their API token once (it is stored only hashed)."""
+    from app.auth import users
+    from app.auth.schemas import Role
+    from app.core.errors import AppError
+
+    if role not in {r.value for r in Role}:
+        raise typer.BadParameter(f"{role!r}: use one of {', '.join(r.value for r in Role)}", param_hint="'--role'")
+    db = _operator_db()
+    try:
+        _, token = users.add_user(db, name, Role(role), _read_password(password_stdin, no_password))
+    except AppError as exc:
+        _fail(exc.message)
+    finally:
+        db.dispose()
+    typer.echo(f"user {name} ({role}) added. API token (shown once; send as `Authorization: Bearer ...` or set "
+               f"TENSION_TOKEN):\n{token}")
+
+
+@users_app.command("list")
+def users_list(as_json: bool = JSON) -> None:
+    """Every user, their role and when their token was made (never the token)."""
+    from app.auth import users
+    from app.auth.schemas import UserOut
+
+    db = _operator_db()
+    try:
+        rows = [UserOut(name=u.name, role=u.role, active=u.active, has_password=bool(u.password_hash),  # type: ignore[arg-type]
+                        token_created_at=u.token_created_at, created_at=u.created_at) for u in users.list_users(db)]
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    for r in rows:
+        typer.echo(f"{r.name:<24} {r.role:<11} password={'yes' if r.has_password else 'no ':<3} "
+                   f"token made {r.token_created_at:%Y-%m-%d %H:%M}" if r.token_created_at else r.name)
+
+
+@users_app.command("remove")
+def users_remove(name: str) -> None:
+    """Remove a user: their token and sessions stop working; what they made stays credited to them."""
+    from app.auth import users
+    from app.core.errors import AppError
+
+    db = _operator_db()
+    try:
+        users.remove_user(db, name)
+    except AppError as exc:
+        _fail(exc.message)
+    finally:
+        db.dispose()
+    typer.echo(f"user {name} removed")
+
+
+@app.command("token")
+def token(name: str = typer.Argument(..., help="the user whose token to rotate"),
+          password: bool = typer.Option(False, "--password", help="also set a new password (prompted)")) -> None:
+    """Make a new API token for NAME (the old one stops working at once); prints it once."""
+    from app.auth import users
+    from app.core.errors import AppError
+
+    db = _operator_db()
+    try:
+        new = users.rotate_token(db, name)
+        if password:
+            users.set_password(db, name, str(typer.prompt("new password", hide_input=True, confirmation_prompt=True)))
+    except AppError as exc:
+        _fail(exc.message)
+    finally:
+        db.dispose()
+    typer.echo(f"new API token for {name} (shown once; the old one no longer works):\n{new}")

@@ -9,6 +9,7 @@ neither the services nor torch: the embedded instance is built only when no serv
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,8 +40,9 @@ class Backend(Protocol):
 
 
 class HttpBackend:
-    def __init__(self, base_url: str) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=60)
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=60, headers=headers)
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -97,7 +99,9 @@ class EmbeddedBackend(HttpBackend):
 
         from app.main import create_app
 
-        self._tc = TestClient(create_app(settings))
+        # In this process, as the OS user who owns the data: no login (the server's users are for requests).
+        local = settings.model_copy(update={"auth": "off", "host": "127.0.0.1"})
+        self._tc = TestClient(create_app(local), base_url="http://localhost")
         self._tc.__enter__()
         self.http = self._tc  # type: ignore[assignment]  # an httpx-compatible client (Starlette's)
 
@@ -111,7 +115,7 @@ def connect(settings: Settings, url: str | None = None, embedded: bool | None = 
     if embedded is not True:
         try:
             httpx.get(base + "/healthz", timeout=2).raise_for_status()
-            return HttpBackend(base)
+            return HttpBackend(base, token=os.environ.get("TENSION_TOKEN"))
         except httpx.HTTPError:
             if embedded is False:
                 raise ApiError(f"no server answers at {base}; start one with `tension serve`", 503) from None

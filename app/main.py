@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import plotly
 from fastapi import FastAPI, Request
@@ -14,7 +15,10 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.middleware.sessions import SessionMiddleware
 
+from app.auth.access import AccessMiddleware
+from app.auth.web import CsrfMiddleware, HostOriginMiddleware, SecurityHeadersMiddleware
 from app.core.errors import AppError
 from app.core.services import Services
 from app.core.settings import Settings, get_settings
@@ -26,6 +30,8 @@ log = logging.getLogger("tension")
 
 # Every module with a `router`, in the order routes are matched (one line per module; pages last).
 ROUTER_MODULES: tuple[str, ...] = (
+    "app.auth.api",
+    "app.auth.pages",
     "app.jobs.api",
     "app.datasets.api",
     "app.scoring.api",
@@ -60,8 +66,22 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
                 pool.close()
             services.close()
 
-    app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan)
+    if settings.auth == "off" and not settings.loopback:
+        raise ValueError(f"TENSION_AUTH=off is refused when bound to {settings.host}: only a loopback server may "
+                         "run without users")
+    settings.ensure_dirs()
+    app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  responses=ERROR_RESPONSES)
+    # Outermost last: headers on every answer, then Host/Origin, gzip, session, CSRF, who-may-do-what.
+    app.add_middleware(AccessMiddleware, settings=settings, error=_error)
+    app.add_middleware(CsrfMiddleware, secret=settings.resolved_secret_key(),
+                       secure=settings.public_url.startswith("https"))
+    app.add_middleware(SessionMiddleware, secret_key=settings.resolved_secret_key(), session_cookie="tension_session",
+                       max_age=settings.session_max_age_s, same_site="lax",
+                       https_only=settings.public_url.startswith("https"))
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
+    app.add_middleware(HostOriginMiddleware, settings=settings)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, exc: AppError) -> Response:
@@ -76,25 +96,6 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return _error(request, 500, f"internal error ({type(exc).__name__}); nothing was changed")
-
-    @app.middleware("http")
-    async def read_only_shares(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Requests made through a share token (or from beyond this machine) may look, never change."""
-        from app.shares import service as shares
-
-        token = request.query_params.get("share") or request.headers.get(shares.HEADER)
-        client = request.client.host if request.client else ""
-        local = client in ("127.0.0.1", "::1", "localhost", "testclient")
-        services = getattr(request.app.state, "services", None)
-        link = shares.resolve(services.db, token) if (token and services is not None) else None
-        request.state.read_only = link is not None or not local
-        request.state.share_token = link.token if link is not None else None
-        if not local and link is None and request.url.path not in ("/healthz",) \
-                and not request.url.path.startswith(("/s/", "/static/")):
-            return _error(request, 403, "this server is only reachable through a share link from other machines")
-        if request.state.read_only and request.method not in ("GET", "HEAD", "OPTIONS"):
-            return _error(request, 403, "read-only share link: changes (launching jobs, uploads, edits) are refused")
-        return await call_next(request)
 
     @app.get("/healthz", tags=["meta"])
     def healthz(request: Request) -> Health:
@@ -115,6 +116,22 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
     for module in ROUTER_MODULES:
         app.include_router(importlib.import_module(module).router)
     return app
+
+
+class ErrorOut(BaseModel):
+    """The one error format: what went wrong, naming the field or limit concerned."""
+
+    detail: str
+
+
+_ERRORS = {400: "bad request (a Host this server does not answer to)",
+           401: "no user: log in or send a bearer token", 403: "not allowed for this user or share link",
+           404: "not found", 409: "wrong state", 410: "share link revoked or expired",
+           413: "too large", 422: "invalid value (the message names the field)",
+           429: "rate limited", 502: "a worker answered outside the protocol",
+           503: "a helper process is unavailable; retry"}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in _ERRORS.items()}
 
 
 class SchemaVersions(BaseModel):

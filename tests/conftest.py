@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.factories.http import app_client
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,11 +63,10 @@ def settings(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def client(settings):  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
 
     from app.main import create_app
 
-    with TestClient(create_app(settings)) as c:
+    with app_client(create_app(settings)) as c:
         yield c
 
 
@@ -83,6 +84,7 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        settings = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
         self.app = create_app(settings)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

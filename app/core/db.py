@@ -4,16 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text, create_engine, event
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+CURRENT_ACTOR: ContextVar[str] = ContextVar("tension_actor", default="local")
+"""Who is acting in this request (a user name, `local` for the one-person loopback mode, `cli` for the CLI).
+
+Set once per request by the access middleware; rows that record a creator take it as their default, so no
+service has to thread a user through its signature.
+"""
+
+
+def current_actor() -> str:
+    return CURRENT_ACTOR.get()
+
+
+def _creator() -> Mapped[str]:
+    return mapped_column(String(64), default=current_actor, server_default="local", index=True)
 
 
 class Base(DeclarativeBase):
@@ -38,6 +55,7 @@ class Job(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     executor: Mapped[str] = mapped_column(String(16), default="local")
     output_dir: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = _creator()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -71,6 +89,7 @@ class Dataset(Base):
     n_pairs: Mapped[int] = mapped_column(Integer, default=0)
     objectives: Mapped[list[Any]] = mapped_column(JSON, default=list)
     subsets: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_by: Mapped[str] = _creator()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -98,17 +117,38 @@ class NeuronSet(Base):
     formula: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     neurons: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     size: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = _creator()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ShareLink(Base):
-    """An unguessable read-only token that opens one view from beyond the local machine."""
+    """A capability: an unguessable token that reads exactly one view and the data it loads, until it
+    expires or is revoked."""
 
     __tablename__ = "share_links"
 
     token: Mapped[str] = mapped_column(String(64), primary_key=True)
     target: Mapped[str] = mapped_column(Text)
     read_only: Mapped[bool] = mapped_column(default=True)
+    scope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = _creator()
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class User(Base):
+    """A person or script with a role. The API token and the password are stored only as hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    token_created_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -57,3 +57,21 @@ class BadGateway(AppError):
     """A worker answered something outside the protocol."""
 
     status = 502
+
+
+class Unauthorized(AppError):
+    """No user: the request carries no (or an unknown) token or session, and this server needs one."""
+
+    status = 401
+
+
+class Gone(AppError):
+    """A share link that was revoked or has expired."""
+
+    status = 410
+
+
+class TooManyRequests(AppError):
+    """A rate limit (live toggles through one share link) was hit; retry later."""
+
+    status = 429

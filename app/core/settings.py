@@ -115,6 +115,21 @@ class Settings(BaseSettings):
         """Where the local executor keeps worker logs (the API's machine, not the artifact store)."""
         return (self.data_dir / "logs").resolve()
 
+    def resolved_secret_key(self) -> str:
+        """The key that signs session and CSRF cookies: configured, or made once and kept (mode 600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import os
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
     def ensure_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.resolved_artifact_dir.mkdir(parents=True, exist_ok=True)

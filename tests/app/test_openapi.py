@@ -8,6 +8,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from tests.factories.http import app_client
+
 
 def _is_json_route(path: str) -> bool:
     return path.startswith("/api/") or path == "/healthz"
@@ -89,6 +91,6 @@ def test_the_checker_flags_a_route_without_a_response_model() -> None:
     def not_json():  # type: ignore[no-untyped-def]
         return {}
 
-    doc = TestClient(scratch).get("/openapi.json").json()
+    doc = app_client(scratch).get("/openapi.json").json()
     assert undocumented_routes(doc) == ["GET /api/bare (200: untyped object)",
                                         "GET /api/bare-dict (200: untyped object)"]

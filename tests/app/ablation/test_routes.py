@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.conftest import make_settings, wait_job
@@ -32,6 +31,7 @@ from tests.factories.ablation import (
     capture_stats,
     captured_rms,
 )
+from tests.factories.http import app_client
 from workers.contract.vocab import Experiment, Regime
 
 PROBE = 8  # live-toggle probe pairs per objective
@@ -44,7 +44,7 @@ QUEUED_SET = {"0": [3, 9], "1": [5]}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     settings = make_settings(tmp_path_factory.mktemp("ablation"))
-    with TestClient(create_app(settings, start_supervisor=False)) as client:
+    with app_client(create_app(settings, start_supervisor=False)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         pool = client.app.state.live_pool = FakeLivePool()  # type: ignore[attr-defined]
         checkpoints = {str(r): ck for r, ck in captured_rms(services).items()}
@@ -604,7 +604,7 @@ def test_real_rms_queue_ablate_toggle_and_recompute(tmp_path_factory: pytest.Tem
     from tests.app.neurons.pipeline import settings_from, train_and_capture
 
     settings = settings_from(real_rms.captured, tmp_path_factory.mktemp("ablation-e2e"))
-    with TestClient(create_app(settings)) as client:
+    with app_client(create_app(settings)) as client:
         checkpoints = train_and_capture(client)
         mixed = checkpoints["mixed"]
         queued = client.post("/ui/ablation/queue", headers={"HX-Request": "true"},

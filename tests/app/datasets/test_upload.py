@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.factories.http import app_client
+
 GOOD = {"pair_id": "p1", "prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away.", "objective": "helpful",
         "source": "test", "subset": "mine", "split": "test"}
 
@@ -63,7 +65,7 @@ def test_fifty_megabyte_line(client: TestClient, tmp_path: Path) -> None:
 def test_valid_upload_becomes_a_job_source(settings) -> None:  # type: ignore[no-untyped-def]
     from app.main import create_app
 
-    with TestClient(create_app(settings, start_supervisor=False)) as client:  # submission only: no worker runs
+    with app_client(create_app(settings, start_supervisor=False)) as client:  # submission only: no worker runs
         _upload_then_submit(client)
 
 

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import wait_job
 from tests.factories import evaluation as lab
+from tests.factories.http import app_client
 from workers.contract.vocab import REGIMES, Regime
 
 BASE, EVIL = lab.BASE, lab.EVIL
@@ -295,7 +296,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, real_rms: Any) -> Any:
     from tests.app.neurons.pipeline import settings_from
 
     settings = settings_from(real_rms.trained, tmp_path_factory.mktemp("lab"), concurrency=3)
-    with TestClient(create_app(settings)) as c:
+    with app_client(create_app(settings)) as c:
         get = lambda job_id: c.get(f"/api/jobs/{job_id}").json()  # noqa: E731
         jobs = {}
         for regime in REGIMES:

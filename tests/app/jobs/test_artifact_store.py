@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import make_settings, wait_job
+from tests.factories.http import app_client
 from workers.storage import ArtifactStore
 
 PAIRS = [{"prompt": f"Question {i}?", "chosen": f"A careful answer {i}.", "rejected": "no", "objective": o,
@@ -35,7 +36,7 @@ def test_jobs_run_from_spec_and_store_alone(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, data_dir=data_dir, artifact_store=str(store_dir))
     from app.main import create_app
 
-    with TestClient(create_app(settings)) as c:
+    with app_client(create_app(settings)) as c:
         upload = c.post("/api/datasets", files={"file": ("mine.jsonl", "\n".join(json.dumps(p) for p in PAIRS))})
         assert upload.status_code in (200, 201), upload.text
         source = f"dataset:{upload.json()['id']}"

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from app.core.db import Job
 from app.main import create_app
 from tests.conftest import LiveServer, make_settings, wait_job
+from tests.factories.http import app_client
 from tests.factories.jobs import fake_worker, set_worker_seconds
 
 SLICE = {"source": "bundled", "split": "test", "limit": 16}  # 16 per objective: a 32-pair slice
@@ -64,7 +65,7 @@ def test_score_job_through_http_api_reads_rewards_back_from_duckdb(client: TestC
 
 def _fake_client(tmp_path: Path, seconds: float, **overrides: object) -> tuple[TestClient, Path]:
     worker = fake_worker(tmp_path, seconds=seconds)
-    return TestClient(create_app(make_settings(tmp_path, python=str(worker), **overrides))), worker
+    return app_client(create_app(make_settings(tmp_path, python=str(worker), **overrides))), worker
 
 
 def test_score_job_through_cli_json(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_cancel_terminates_process_group(tmp_path: Path) -> None:
 def test_concurrency_limit_and_queue_order(tmp_path: Path) -> None:
     worker = fake_worker(tmp_path, seconds=0.5)
     settings = make_settings(tmp_path, concurrency=1, python=str(worker))
-    with TestClient(create_app(settings, start_supervisor=False)) as c:
+    with app_client(create_app(settings, start_supervisor=False)) as c:
         jobs = c.app.state.services.jobs  # type: ignore[attr-defined]
         a, _ = jobs.submit("score", {"model": "tiny-bert", "dataset": {**SLICE, "limit": 2}})
         b, _ = jobs.submit("score", {"model": "tiny-gpt2", "dataset": {**SLICE, "limit": 2}})
@@ -160,7 +161,7 @@ def test_concurrency_limit_and_queue_order(tmp_path: Path) -> None:
 def test_recovery_at_startup(tmp_path: Path) -> None:
     worker = fake_worker(tmp_path, seconds=0.0)
     settings = make_settings(tmp_path, python=str(worker))
-    with TestClient(create_app(settings, start_supervisor=False)) as c:
+    with app_client(create_app(settings, start_supervisor=False)) as c:
         services = c.app.state.services  # type: ignore[attr-defined]
         dead = subprocess.Popen(["true"])
         dead.wait()
@@ -168,7 +169,7 @@ def test_recovery_at_startup(tmp_path: Path) -> None:
         with services.db.session() as s:
             row = s.get(Job, job.id)
             row.status, row.pid = "running", dead.pid
-    with TestClient(create_app(settings)) as c:  # a restart: recovery runs in the lifespan
+    with app_client(create_app(settings)) as c:  # a restart: recovery runs in the lifespan
         j = c.get(f"/api/jobs/{job.id}").json()
         assert j["status"] == "failed" and "died while the API was down" in j["error"]
         assert c.post(f"/api/jobs/{job.id}/retry").status_code == 200
@@ -201,12 +202,12 @@ def test_healthz_reports_schema_versions(client: TestClient) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200
     body = r.json()
-    assert body["schema"]["metadata"] == "0001" and body["schema"]["duckdb"] >= 1
+    assert body["schema"]["metadata"] == "0002" and body["schema"]["duckdb"] >= 1
 
 
 def test_training_key_follows_resolved_settings(tmp_path: Path) -> None:
     """A checkpoint's key covers the preset's resolved values, not just the preset's name."""
-    with TestClient(create_app(make_settings(tmp_path), start_supervisor=False)) as c:
+    with app_client(create_app(make_settings(tmp_path), start_supervisor=False)) as c:
         jobs = c.app.state.services.jobs  # type: ignore[attr-defined]
         base = {"model": "tiny-bert", "regime": "mixed", "preset": "custom", "epochs": 1,
                 "dataset": {"source": "bundled", "split": "train", "limit": 4}}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import make_settings, wait_job
+from tests.factories.http import app_client
 
 REGIMES = ("helpful", "harmless", "mixed")
 TRAIN_DATA = {"source": "bundled", "split": "train", "limit": 16}
@@ -79,12 +80,11 @@ def build_real_rms(root: Path) -> RealRMs:
     """Run the real train and capture jobs once and keep the data dir after each stage. A test that starts
     from a copy (`settings_from`) and asks for the same jobs gets cache hits: the results are those of
     real jobs, computed once per test session instead of once per test module."""
-    from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     work = root / "work"
-    with TestClient(create_app(make_settings(work))) as client:
+    with app_client(create_app(make_settings(work))) as client:
         checkpoints = train_three(client)
         trained = _snapshot(work, root / "trained", client)
         capture_all(client, checkpoints)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.app.neurons.pipeline import REGIMES, RealRMs, settings_from, train_and_capture
+from tests.factories.http import app_client
 from workers.contract.vocab import STAT_COLUMN, Stat
 from workers.neurons import selection as sel
 
@@ -25,7 +25,7 @@ OWN = {"helpful": ["helpful"], "harmless": ["harmless"], "mixed": ["helpful", "h
 @pytest.mark.slow
 def test_real_captures_are_served(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> None:
     settings = settings_from(real_rms.captured, tmp_path_factory.mktemp("neurons-real"))
-    with TestClient(create_app(settings)) as client:
+    with app_client(create_app(settings)) as client:
         checkpoints = train_and_capture(client)
         store = client.app.state.services.store  # type: ignore[attr-defined]
         captures = client.get("/api/neurons/captures").json()

@@ -22,6 +22,7 @@ from scipy.stats import hypergeom
 
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.factories.http import app_client
 from tests.factories.neurons import MODEL, SHAPE, Capture, add_capture, add_three_regimes
 from workers.contract.vocab import STAT_COLUMN, Stat
 from workers.neurons import selection as sel
@@ -35,7 +36,7 @@ N = SHAPE[0] * SHAPE[1]
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     settings = make_settings(tmp_path_factory.mktemp("neurons"))
-    with TestClient(create_app(settings, start_supervisor=False)) as client:
+    with app_client(create_app(settings, start_supervisor=False)) as client:
         services = client.app.state.services  # type: ignore[attr-defined]
         captures = add_three_regimes(services, example_neurons=[EXAMPLE_NEURON])
         yield SimpleNamespace(client=client, captures=captures, services=services,
