@@ -42,7 +42,14 @@ class Backend(Protocol):
 class HttpBackend:
     def __init__(self, base_url: str, token: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url, timeout=60, headers=headers)
+        self.http = httpx.Client(base_url=base_url, timeout=60, headers=headers,
+                                 event_hooks={"request": [self._echo_csrf]})
+
+    def _echo_csrf(self, request: httpx.Request) -> None:
+        """Once the server has set its CSRF cookie, send it back as the header, as the pages do."""
+        token = self.http.cookies.get("csrftoken")
+        if token:
+            request.headers["x-csrftoken"] = token
 
     def _call(self, method: str, path: str, **kw: Any) -> Any:
         try:

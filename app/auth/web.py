@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -84,7 +85,8 @@ class CsrfMiddleware(CSRFMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not _browser_context(scope):
-            await self.app(scope, receive, send)
+            # Nothing to forge; still hand out the cookie, so the page a script fetched can post later.
+            await self.app(scope, receive, functools.partial(self.send, send=send, scope=scope))
             return
         await super().__call__(scope, receive, send)
 

@@ -32,8 +32,9 @@ def create_share(*, db: Database, settings: Settings, target: str, expires_in_da
     scope = scope_of(target)
     days = settings.share_ttl_days if expires_in_days is None else expires_in_days
     path = parts.path + (f"?{parts.query}" if parts.query else "")
+    now = utcnow()
     link = ShareLink(token=secrets.token_urlsafe(24), target=path, read_only=True, scope=scope.as_json(),
-                     expires_at=utcnow() + timedelta(days=days))
+                     created_at=now, expires_at=now + timedelta(days=days))
     with db.session() as s:
         s.add(link)
     return link
