@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
+
+from app.core.types import UtcDateTime
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -62,5 +63,5 @@ class UserOut(BaseModel):
     role: Role
     active: bool
     has_password: bool
-    token_created_at: datetime | None
-    created_at: datetime
+    token_created_at: UtcDateTime | None
+    created_at: UtcDateTime

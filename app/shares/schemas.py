@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from app.core.types import UtcDateTime
 
 
 class ShareCreate(BaseModel):
@@ -22,6 +22,6 @@ class ShareOut(BaseModel):
     url: str = Field(..., description="the link to hand out (built from the configured public URL)")
     scope: dict[str, object] = Field(..., description="what the link may read: a result, an RM or a base model")
     created_by: str
-    created_at: datetime
-    expires_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    expires_at: UtcDateTime
+    revoked_at: UtcDateTime | None
