@@ -30,6 +30,8 @@ def page(browser):  # type: ignore[no-untyped-def]
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    # A script, style or frame the Content-Security-Policy blocked is an error too.
+    pg.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     pg.js_errors = errors  # type: ignore[attr-defined]
     yield pg
     ctx.close()
