@@ -15,6 +15,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from app.auth.access import AccessMiddleware
@@ -92,6 +93,13 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
         parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return _error(request, 422, "invalid request: " + "; ".join(parts))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        response = _error(request, exc.status_code, str(exc.detail))
+        if exc.status_code == 405:  # every method the path has, not only those of the first route matched
+            response.headers["Allow"] = ", ".join(_allowed_methods(request.url.path))
+        return response
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
@@ -148,6 +156,18 @@ class Health(BaseModel):
     executor: str
     database: str
     code_version: str
+
+
+def _allowed_methods(path: str) -> list[str]:
+    import importlib
+
+    methods: set[str] = set()
+    for module in ROUTER_MODULES:
+        for route in importlib.import_module(module).router.routes:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path):
+                methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _error(request: Request, status: int, message: str) -> Response:
