@@ -161,13 +161,15 @@ class Health(BaseModel):
 def _allowed_methods(path: str) -> list[str]:
     import importlib
 
-    methods: set[str] = set()
+    literal: set[str] = set()  # routes whose path is exactly this one win over templated ones
+    templated: set[str] = set()
     for module in ROUTER_MODULES:
         for route in importlib.import_module(module).router.routes:
             regex = getattr(route, "path_regex", None)
             if regex is not None and regex.match(path):
-                methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+                into = templated if "{" in getattr(route, "path", "{") else literal
+                into |= set(getattr(route, "methods", None) or ())
+    return sorted(literal or templated)
 
 
 def _error(request: Request, status: int, message: str) -> Response:
