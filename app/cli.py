@@ -335,7 +335,7 @@ def params_json(params: Params) -> dict[str, Any]:
     return params.model_dump(mode="json", exclude_unset=True)
 
 
-_SOURCE_SCHEMES = ("hf:", "dataset:", "artifact:")
+_SOURCE_SCHEMES = ("hf:", "dataset:", "artifact:", "root:")
 
 
 def local_dataset_files(kind: JobKind | str, values: Mapping[str, Any]) -> dict[str, Path]:

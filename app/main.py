@@ -23,6 +23,7 @@ from app.auth.web import CsrfMiddleware, HostOriginMiddleware, SecurityHeadersMi
 from app.core.errors import AppError
 from app.core.services import Services
 from app.core.settings import Settings, get_settings
+from app.datasets.limits import UploadSizeLimit
 from workers.contract.version import code_version
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
     app = FastAPI(title="RM Tension Explorer", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   responses=ERROR_RESPONSES)
     # Outermost last: headers on every answer, then Host/Origin, gzip, session, CSRF, who-may-do-what.
+    app.add_middleware(UploadSizeLimit, max_bytes=settings.max_upload_bytes)  # before multipart spooling
     app.add_middleware(AccessMiddleware, settings=settings, error=_error)
     app.add_middleware(CsrfMiddleware, secret=settings.resolved_secret_key(),
                        secure=settings.public_url.startswith("https"))
@@ -95,6 +97,8 @@ def create_app(settings: Settings | None = None, *, start_supervisor: bool = Tru
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's "error parsing the body", named
+            return _error(request, 422, "body: JSON nested too deeply to read")
         response = _error(request, exc.status_code, str(exc.detail))
         if exc.status_code == 405:  # every method the path has, not only those of the first route matched
             response.headers["Allow"] = ", ".join(_allowed_methods(request.url.path))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticUseDefault
 
+from workers.contract.jobs import MAX_LAYERS, MAX_NEURONS, MAX_SEED
 from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer
 from workers.contract.results import AblationFlipRow, AblationResultRow
 from workers.contract.vocab import AblationMode, HookPoint, LivePath, OverlapPart, SharedMode, Stat
+from workers.data.safe_json import check_depth
 
 
 def _blank_is_default(value: Any) -> Any:
@@ -23,7 +25,22 @@ def _blank_is_default(value: Any) -> Any:
     return value
 
 
+def _shallow_json(value: str | None) -> str | None:
+    """A neuron set as JSON text: refused here when nested too deep for the decoder (never a RecursionError)."""
+    if value is not None:
+        check_depth(value)
+    return value
+
+
 Blank = BeforeValidator(_blank_is_default)
+MAX_NEURONS_QUERY = 4000
+"""Longest `neurons` query value: percent-encoded it stays inside the server's 16 KiB request head."""
+NeuronsJSON = AfterValidator(_shallow_json)
+Layer = Annotated[int, Field(ge=0, lt=MAX_LAYERS, description="layer index")]
+SliceLayer = Annotated[int, Field(gt=-MAX_LAYERS, lt=MAX_LAYERS, description="layer index (checked against the "
+                                                                            "captured model: 404 outside it)")]
+NeuronIndex = Annotated[int, Field(ge=0, lt=MAX_NEURONS, description="neuron index within its layer")]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Percent = Annotated[float, Blank, Field(ge=0, le=100, allow_inf_nan=False, description="top p% of all MLP neurons")]
 Factor = Annotated[float, Blank, Field(ge=-1e6, le=1e6, allow_inf_nan=False, description="factor for mode 'scale'")]
 ProbeLimit = Annotated[int, Blank, Field(ge=1, le=MAX_PROBE_PAIRS, description="probe pairs per objective")]
@@ -31,7 +48,7 @@ CheckpointId = Annotated[str, Field(min_length=1, max_length=64, description="ch
 
 
 class _Query(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, allow_inf_nan=False)
 
 
 class ToggleHow(_Query):
@@ -46,14 +63,16 @@ class ToggleWhich(_Query):
     """Which neurons: named directly, by a stored set, or by a part of the overlap dashboard (whose view
     is p, stat, seed, shared, hook); `layer` keeps only that layer's slice."""
 
-    neurons: str | None = Field(None, max_length=100_000, description='JSON {layer: [indices]}, e.g. {"3": [1, 2]}')
+    neurons: Annotated[str | None, NeuronsJSON] = Field(
+        None, max_length=MAX_NEURONS_QUERY, description='JSON {layer: [indices]}, e.g. {"3": [1, 2]}; larger sets '
+                                                         "by name (set=) or as a part of the overlap (part=)")
     set_name: Annotated[str | None, Blank] = Field(None, alias="set", max_length=200, description="a neuron set")
     part: Annotated[OverlapPart | None, Blank] = None
     p: Percent = 10.0
     stat: Annotated[Stat, Blank] = Stat.A
-    seed: Annotated[int, Blank, Field(ge=0)] = 0
+    seed: Annotated[Seed, Blank] = 0
     shared: Annotated[SharedMode, Blank] = SharedMode.intersection
-    layer: Annotated[int | None, Blank] = None
+    layer: Annotated[SliceLayer | None, Blank] = None
     hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
 
 
@@ -86,8 +105,8 @@ class NeuronPanelView(ToggleHow):
     """`GET /ui/ablation/neuron-panel`: one neuron of a base model, and any toggle state."""
 
     model: str = Field(..., max_length=200)
-    layer: int = Field(..., ge=0)
-    index: int = Field(..., ge=0)
+    layer: Layer
+    index: NeuronIndex
     hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
     ck: Annotated[str | None, Blank] = Field(None, max_length=64)
 
@@ -95,8 +114,10 @@ class NeuronPanelView(ToggleHow):
 class QueueForm(BaseModel):
     """`POST /ui/ablation/queue`: the exact full-test evaluation of a toggle."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     checkpoint: CheckpointId
-    neurons: str = Field(..., max_length=100_000, description='JSON {layer: [indices]}')
+    neurons: Annotated[str, NeuronsJSON] = Field(..., max_length=100_000, description='JSON {layer: [indices]}')
     mode: Annotated[AblationMode, Blank] = AblationMode.zero
     factor: Factor = 0.0
 

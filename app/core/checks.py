@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -9,7 +11,7 @@ from sqlalchemy import select
 from app.core.db import Checkpoint, Dataset
 from app.core.errors import Invalid, NotFound
 from workers.contract.jobs import DatasetRef
-from workers.data.loaders import DatasetFormatError, dataset_revision, load_dataset
+from workers.data.loaders import DatasetFormatError, dataset_revision, hub_dataset_id, load_dataset
 from workers.data.schema import PreferencePair
 from workers.models.names import UnknownModelError, check_model_name
 
@@ -17,11 +19,14 @@ if TYPE_CHECKING:
     from app.core.services import Services
 
 
-def check_model(name: str) -> None:
+def check_model(name: str, *, roots: Sequence[str | os.PathLike[str]] = ()) -> str:
+    """A model name from a request: registered, a hub id, or a saved model's directory inside one of `roots`
+    (the operator's data roots; none by default). Returns the name a job should carry (a directory resolved)."""
     try:
-        check_model_name(name)
+        kind = check_model_name(name, local_roots=roots)
     except UnknownModelError as exc:
         raise Invalid(str(exc)) from exc
+    return os.path.realpath(name) if kind == "local" else name
 
 
 def check_checkpoint(services: Services, checkpoint_id: str) -> Checkpoint:
@@ -34,12 +39,21 @@ def check_checkpoint(services: Services, checkpoint_id: str) -> Checkpoint:
 
 
 def resolve_dataset(services: Services, ref: DatasetRef) -> DatasetRef:
-    """`dataset:<id>` names an uploaded dataset; turn it into its artifact URI (which names its content)."""
+    """Turn a request's source into what a worker reads: `dataset:<id>` (an upload) into its artifact URI
+    (which names its content), `root:<root>/<path>` into the artifact URI of the file imported from the
+    operator's data root. Nothing else on disk is named: workers only ever see artifact URIs."""
     if ref.source.startswith("dataset:"):
         with services.db.session() as s:
             ds = s.get(Dataset, ref.source.split(":", 1)[1])
         if ds is None:
             raise NotFound(f"unknown dataset {ref.source!r}; upload it first (`tension datasets add FILE`)")
+        return ref.model_copy(update={"source": ds.path})
+    if ref.source.startswith("root:"):
+        from app.datasets import service as datasets
+
+        root, _, path = ref.source[5:].partition("/")
+        ds = datasets.store_from_root(db=services.db, settings=services.settings, root=root, path=path,
+                                      fmt=ref.format)
         return ref.model_copy(update={"source": ds.path})
     if ref.source.startswith("artifact:"):
         with services.db.session() as s:
@@ -55,7 +69,13 @@ def load_checked_dataset(services: Services, ref: DatasetRef) -> tuple[list[Pref
     A Hugging Face dataset is not downloaded inside a request: the job fetches it (pairs None here)."""
     ref = resolve_dataset(services, ref)
     if ref.source.startswith("hf:"):
+        try:
+            hub_dataset_id(ref.source[3:])
+        except ValueError as exc:
+            raise Invalid(f"dataset.source: {exc}") from exc
         return None, dataset_revision(ref.source)
+    if ref.source != "bundled" and not ref.source.startswith("artifact:"):  # never a path, whatever was passed
+        raise Invalid(f"dataset.source: unresolved source {ref.source[:200]!r}")
     try:
         pairs = load_dataset(ref, store=services.settings.artifact_store_client())
         revision = dataset_revision(ref.source)

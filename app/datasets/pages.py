@@ -1,4 +1,4 @@
-"""HTML pages of datasets: the list with the upload form, and the upload partial."""
+"""HTML pages of datasets: the list with the upload and data-root forms, and the stored-dataset partial."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from app.core.deps import DatabaseDep, SettingsDep
-from app.datasets import service
+from app.core.errors import Invalid
+from app.datasets import roots, service
 from app.web.templating import render
 from workers.contract.vocab import DatasetFormat
 
@@ -14,9 +15,13 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets_page(request: Request, db: DatabaseDep) -> Response:
+def datasets_page(request: Request, db: DatabaseDep, settings: SettingsDep) -> Response:
+    data_roots = []
+    for r in roots.data_roots(settings):
+        files, truncated = roots.list_files(settings, r)
+        data_roots.append({"root": str(r.index), "name": r.name, "files": files, "truncated": truncated})
     return render(request, "datasets/index.html", datasets=service.list_datasets(db=db), formats=list(DatasetFormat),
-                  **service.bundled_summary())
+                  data_roots=data_roots, **service.bundled_summary())
 
 
 @router.post("/ui/datasets", response_class=HTMLResponse)
@@ -24,4 +29,15 @@ def upload(request: Request, db: DatabaseDep, settings: SettingsDep, file: Uploa
            format: DatasetFormat = Form(DatasetFormat.auto)) -> Response:
     ds = service.store_upload(db=db, settings=settings, stream=file.file, filename=file.filename or "upload",
                               fmt=format)
+    return render(request, "datasets/_stored.html", d=ds)
+
+
+@router.post("/ui/datasets/from-root", response_class=HTMLResponse)
+def from_root(request: Request, db: DatabaseDep, settings: SettingsDep,
+              file: str = Form(..., max_length=1300, description="'<root>/<relative path>'"),
+              format: DatasetFormat = Form(DatasetFormat.auto)) -> Response:
+    root, _, path = file.partition("/")
+    if not path:
+        raise Invalid("file: choose a file of a data root")
+    ds = service.store_from_root(db=db, settings=settings, root=root, path=path, fmt=format)
     return render(request, "datasets/_stored.html", d=ds)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
 
 from app.core.deps import ServicesDep
 from app.jobs.schemas import JobCreate, JobOut
@@ -17,23 +19,26 @@ def submit(body: JobCreate, services: ServicesDep) -> JobOut:
     return JobOut.of(job, cached=cached)
 
 
+JobId = Annotated[str, Path(max_length=64, description="job id")]
+
+
 @router.get("")
 def list_jobs(services: ServicesDep, status: JobStatus | None = None, kind: JobKind | None = None,
-              limit: int = 100) -> list[JobOut]:
-    """The newest jobs first; `limit` is clamped to 1..1000."""
-    return [JobOut.of(j) for j in services.jobs.list(status, kind, min(max(limit, 1), 1000))]
+              limit: Annotated[int, Query(ge=1, le=1000, description="newest jobs to list")] = 100) -> list[JobOut]:
+    """The newest jobs first."""
+    return [JobOut.of(j) for j in services.jobs.list(status, kind, limit)]
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, services: ServicesDep) -> JobOut:
+def get_job(job_id: JobId, services: ServicesDep) -> JobOut:
     return JobOut.of(services.jobs.get(job_id))
 
 
 @router.post("/{job_id}/cancel")
-def cancel(job_id: str, services: ServicesDep) -> JobOut:
+def cancel(job_id: JobId, services: ServicesDep) -> JobOut:
     return JobOut.of(services.jobs.cancel(job_id))
 
 
 @router.post("/{job_id}/retry")
-def retry(job_id: str, services: ServicesDep) -> JobOut:
+def retry(job_id: JobId, services: ServicesDep) -> JobOut:
     return JobOut.of(services.jobs.retry(job_id))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.types import UtcDateTime
 from workers.contract.vocab import JobKind, JobStatus
 
 
@@ -29,13 +29,13 @@ class JobOut(BaseModel):
     progress: float
     message: str
     metrics: dict[str, Any]
-    heartbeat_at: datetime | None
+    heartbeat_at: UtcDateTime | None
     log_tail: str
     error: str | None
     attempts: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
     cached: bool = Field(False, description="true when a finished or running job with the same result key was reused")
 
     @classmethod

@@ -84,9 +84,14 @@ class JobService:
             kind = JobKind(kind)
         except ValueError as exc:
             raise Invalid(f"unknown job kind {kind!r}; one of {[k.value for k in JobKind]}") from exc
+        model = PARAMS_BY_KIND[kind]
+        if not isinstance(params, Params | dict):
+            raise Invalid(f"invalid parameters: params: a JSON object is needed, got {type(params).__name__}")
         try:
-            raw = params.model_dump(mode="json") if isinstance(params, Params) else params
-            typed = PARAMS_BY_KIND[kind].model_validate(raw)
+            # fields the API fills in while preparing the job are its own: a request's values are dropped
+            raw = params.model_dump(mode="json") if isinstance(params, Params) else \
+                {k: v for k, v in params.items() if k not in model.SERVER_FIELDS}
+            typed = model.model_validate(raw)
         except ValidationError as exc:
             raise Invalid(_validation_message(exc)) from exc
         handlers = self.ctx.handlers.get(kind, KindHandlers())

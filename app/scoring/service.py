@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def prepare_score(services: Services, params: ScoreParams) -> str:
     """Check a score job's inputs and resolve its dataset; returns the data revision of its result key."""
-    check_model(params.model)
+    params.model = check_model(params.model, roots=services.settings.data_roots)
     ck_rev = ""
     if params.checkpoint:
         ck_rev = check_checkpoint(services, params.checkpoint).id

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def prepare_train(services: Services, params: TrainParams) -> str:
-    check_model(params.model)
+    params.model = check_model(params.model, roots=services.settings.data_roots)
     params.dataset = resolve_dataset(services, params.dataset)
     needed = set(REGIME_OBJECTIVES[params.regime])
     missing_asked = needed - set(params.dataset.objectives)

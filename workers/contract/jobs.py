@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from typing import Annotated, Any, TypeVar
+import re
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
     RootModel,
     SerializeAsAny,
@@ -44,6 +46,11 @@ P = TypeVar("P", bound="Params")
 
 MAX_LAYERS, MAX_NEURONS = 4096, 1 << 20
 """Sanity bounds for neuron addresses (no model has more); a real model's shape is checked by the worker."""
+MAX_SEED = 2**31 - 1
+MAX_PAIRS_LIMIT = 10_000_000
+
+ModelName = Annotated[str, Field(min_length=1, max_length=300)]
+CheckpointId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 def _finite(x: float) -> float:
@@ -56,7 +63,14 @@ Finite = Annotated[float, AfterValidator(_finite)]
 
 
 class Params(Message):
-    """Base of every job's parameters."""
+    """Base of every job's parameters. NaN and infinities are refused in every float field (422 at the API).
+
+    `SERVER_FIELDS` are filled in by the API when it prepares the job; a request's values for them are dropped.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    SERVER_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
 
 class NeuronIndexSet(RootModel[dict[int, list[StrictInt]]]):
@@ -99,38 +113,78 @@ class NeuronIndexSet(RootModel[dict[int, list[StrictInt]]]):
         return {str(k): v for k, v in self.root.items()}
 
 
+_HF_ID = re.compile(r"^[A-Za-z0-9_.-]{1,96}(/[A-Za-z0-9_.-]{1,96})+$")
+_ROOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+def check_root_path(root: str, path: str) -> tuple[str, str]:
+    """A data-root reference as text: a root (its index or directory name) and a relative path in it.
+
+    Only the syntax: no absolute path, no '..', '.', empty or hidden-by-backslash segment. The API
+    resolves it inside the root (symlinks followed, then confined) before it opens anything.
+    """
+    if not _ROOT_NAME.match(root) or root.strip(".") == "":
+        raise ValueError(f"bad data root {root[:100]!r}: its index (0, 1, ...) or directory name")
+    parts = path.split("/")
+    if (not path or len(path) > 1000 or path.startswith("/") or "\\" in path or "\0" in path
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"bad path {path[:200]!r} in data root {root!r}: a relative path like 'dir/file.jsonl', "
+                         "without '..'")
+    return root, path
+
+
 def check_source(source: str) -> str:
-    """'bundled', 'hf:<id>', 'dataset:<id>' (an upload, resolved by the API) or 'artifact:<key>'."""
+    """'bundled', 'hf:<id>', 'dataset:<id>' (an upload, resolved by the API), 'root:<root>/<path>' (a file in an
+    operator's data root, imported by the API) or 'artifact:<key>'."""
     source = source.strip()
     if source == "bundled":
         return source
     if source.startswith("hf:"):
-        if len(source) < 4 or any(c.isspace() for c in source):
-            raise ValueError(f"bad Hugging Face dataset id {source!r}; expected 'hf:<owner>/<name>'")
+        if not _HF_ID.match(source[3:]) or any(not p.strip(".") for p in source[3:].split("/")):
+            raise ValueError(f"bad Hugging Face dataset id {source[:200]!r}; expected 'hf:<owner>/<name>'")
         return source
     if source.startswith("dataset:"):
-        if not source[8:].isalnum():
-            raise ValueError(f"bad dataset id {source!r}; expected 'dataset:<id>' of an uploaded dataset")
+        if not source[8:].isalnum() or len(source) > 72:
+            raise ValueError(f"bad dataset id {source[:200]!r}; expected 'dataset:<id>' of an uploaded dataset")
+        return source
+    if source.startswith("root:"):
+        root, _, path = source[5:].partition("/")
+        check_root_path(root, path)
         return source
     if source.startswith("artifact:"):
         key_of(source)
         return source
     raise ValueError(
-        f"unsupported dataset source {source[:200]!r}: use 'bundled', 'hf:<owner>/<name>', or upload the file "
-        "(`tension datasets add FILE`, POST /api/datasets) and use 'dataset:<id>'; paths on the server are not read")
+        f"unsupported dataset source {source[:200]!r}: use 'bundled', 'hf:<owner>/<name>', upload the file "
+        "(`tension datasets add FILE`, POST /api/datasets) and use 'dataset:<id>', or name a file in one of the "
+        "server's data roots as 'root:<root>/<path>'; other paths on the server are not read")
 
 
 class DatasetRef(Params):
     """Which preference pairs a job sees: a source, then split / objectives / subsets / a seeded limit."""
 
-    source: Annotated[str, AfterValidator(check_source)] = Field(
-        "bundled", description="'bundled', 'hf:<dataset id>', 'dataset:<uploaded id>' or 'artifact:<key>'")
+    source: Annotated[str, Field(max_length=1200), AfterValidator(check_source)] = Field(
+        "bundled", description="'bundled', 'hf:<dataset id>', 'dataset:<uploaded id>', 'root:<data root>/<path>' "
+                               "or 'artifact:<key>'")
     format: DatasetFormat = DatasetFormat.auto
     split: Split = Split.test
-    objectives: list[Objective] = Field(default_factory=lambda: list(OBJECTIVES), min_length=1)
-    subsets: list[str] | None = None
-    limit: int | None = Field(None, ge=1, le=10_000_000, description="keep at most this many pairs per objective")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    objectives: list[Objective] = Field(default_factory=lambda: list(OBJECTIVES), min_length=1, max_length=8)
+    subsets: list[Annotated[str, Field(max_length=300)]] | None = Field(None, max_length=1000)
+    limit: int | None = Field(None, ge=1, le=MAX_PAIRS_LIMIT, description="keep at most this many pairs per objective")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+_INPUTS_KEY = re.compile(r"^artifact:inputs/[0-9a-f]{8,64}\.npz$")
+
+
+def _inputs_uri(uri: str) -> str:
+    """A job's inputs are arrays the API wrote (`inputs/<sha>.npz`), never another artifact."""
+    if not _INPUTS_KEY.match(uri):
+        raise ValueError(f"not an inputs artifact: {uri[:200]!r} (expected 'artifact:inputs/<sha>.npz')")
+    return uri
+
+
+InputsURI = Annotated[ArtifactURI, AfterValidator(_inputs_uri)]
 
 
 def _train_split() -> DatasetRef:
@@ -140,8 +194,8 @@ def _train_split() -> DatasetRef:
 class ScoreParams(Params):
     """Reward every chosen and rejected text of a dataset with one model."""
 
-    model: str = Field("minilm-l6", description="a bundled model name or a Hugging Face id")
-    checkpoint: str | None = Field(None, description="a trained checkpoint id (its base is `model`)")
+    model: ModelName = Field("minilm-l6", description="a bundled model name or a Hugging Face id")
+    checkpoint: CheckpointId | None = Field(None, description="a trained checkpoint id (its base is `model`)")
     dataset: DatasetRef = Field(default_factory=DatasetRef)
     max_length: int = Field(128, ge=8, le=8192, description="tokens per text (left-truncated)")
     batch_size: int = Field(16, ge=1, le=1024)
@@ -150,11 +204,11 @@ class ScoreParams(Params):
 class TrainParams(Params):
     """Train one reward model in one regime; unset optional fields come from the preset."""
 
-    model: str = Field("minilm-l6", description="a bundled model name or a Hugging Face id")
+    model: ModelName = Field("minilm-l6", description="a bundled model name or a Hugging Face id")
     regime: Regime = Regime.mixed
     preset: Preset = Preset.demo
     dataset: DatasetRef = Field(default_factory=_train_split)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     epochs: Finite | None = Field(None, gt=0, le=100)
     learning_rate: Finite | None = Field(None, gt=0, le=1)
     batch_size: int | None = Field(None, ge=1, le=1024)
@@ -166,7 +220,8 @@ class TrainParams(Params):
 class EvaluateParams(Params):
     """Accuracy per subset, transfer, calibration and margins of trained checkpoints."""
 
-    checkpoints: list[str] = Field(..., min_length=1, description="checkpoint ids to evaluate")
+    checkpoints: list[CheckpointId] = Field(..., min_length=1, max_length=1000,
+                                            description="checkpoint ids to evaluate")
     dataset: DatasetRef = Field(default_factory=DatasetRef)
     max_length: int = Field(128, ge=8, le=8192)
     batch_size: int = Field(16, ge=1, le=1024)
@@ -177,8 +232,8 @@ class EvaluateParams(Params):
 class CaptureParams(Params):
     """Stream a checkpoint's data through it (and its base model) and keep per-neuron statistics."""
 
-    checkpoint: str = Field(..., description="a trained checkpoint id")
-    base_model: str | None = Field(None, description="model to compare against for C (default: the RM's base)")
+    checkpoint: CheckpointId = Field(..., description="a trained checkpoint id")
+    base_model: ModelName | None = Field(None, description="model to compare against for C (default: the RM's base)")
     dataset: DatasetRef = Field(default_factory=_train_split)
     hook: HookPoint = HookPoint.down_proj_input
     max_length: int = Field(128, ge=8, le=8192)
@@ -193,8 +248,10 @@ class AblateParams(Params):
     objective checkpoints; a client names a set by `neuron_set` or `set_name`.
     """
 
+    SERVER_FIELDS: ClassVar[frozenset[str]] = frozenset({"inputs", "helpful_checkpoint", "harmless_checkpoint"})
+
     experiment: Experiment = Experiment.single
-    checkpoint: str = Field(..., description="the RM to ablate (experiment C: the mixed RM)")
+    checkpoint: CheckpointId = Field(..., description="the RM to ablate (experiment C: the mixed RM)")
     neuron_set: NeuronIndexSet | None = Field(None, description="experiment 'single': {layer: [neuron indices]}")
     set_name: str | None = Field(None, max_length=200, description="experiment 'single': a saved neuron set's name")
     hook: HookPoint = HookPoint.down_proj_input
@@ -202,14 +259,17 @@ class AblateParams(Params):
     scale: Finite = Field(0.0, ge=-1e6, le=1e6, description="factor for mode 'scale'")
     dataset: DatasetRef = Field(default_factory=DatasetRef)
     percents: list[Annotated[Finite, Field(ge=0, le=100)]] | None = Field(
-        None, description="A: the dose-response grid (default 0,2,…,30,100); B: [p] (default 10); C: default 5,10,20")
-    random_seeds: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] = Field(default_factory=lambda: [0, 1, 2])
+        None, max_length=1000,
+        description="A: the dose-response grid (default 0,2,…,30,100); B: [p] (default 10); C: default 5,10,20")
+    random_seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0, 1, 2],
+                                                                        max_length=1000)
     max_length: int = Field(128, ge=8, le=8192)
     batch_size: int = Field(16, ge=1, le=1024)
-    limit_per_objective: int | None = Field(None, ge=1, description="probe pairs per objective (None: all)")
-    inputs: ArtifactURI | None = Field(None, description="set by the API: .npz of neuron scores/means")
-    helpful_checkpoint: str | None = Field(None, description="set by the API for C: the helpful-only RM")
-    harmless_checkpoint: str | None = Field(None, description="set by the API for C: the harmless-only RM")
+    limit_per_objective: int | None = Field(None, ge=1, le=MAX_PAIRS_LIMIT,
+                                            description="probe pairs per objective (None: all)")
+    inputs: InputsURI | None = Field(None, description="set by the API: .npz of neuron scores/means")
+    helpful_checkpoint: CheckpointId | None = Field(None, description="set by the API for C: the helpful-only RM")
+    harmless_checkpoint: CheckpointId | None = Field(None, description="set by the API for C: the harmless-only RM")
 
 
 PARAMS_BY_KIND: dict[JobKind, type[Params]] = {

@@ -7,10 +7,10 @@ line is one of these models as JSON; nothing else is on the wire.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from workers.contract.artifacts import ArtifactURI, Message
-from workers.contract.jobs import DatasetRef, Finite, NeuronIndexSet
+from workers.contract.jobs import CheckpointId, DatasetRef, Finite, NeuronIndexSet
 from workers.contract.vocab import AblationMode, Device, HookPoint, LivePath, Split
 
 DEFAULT_PROBE_PAIRS = 64
@@ -25,8 +25,10 @@ def default_probe(limit: int = DEFAULT_PROBE_PAIRS) -> DatasetRef:
 class LiveSessionConfig(Message):
     """First line: which RM to keep warm, on which probe pairs."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     store_url: str = Field(..., description="fsspec URL of the artifact store holding the checkpoint")
-    checkpoint: str
+    checkpoint: CheckpointId
     probe: DatasetRef = Field(default_factory=default_probe)
     max_length: int = Field(128, ge=8, le=8192)
     means: ArtifactURI | None = Field(None, description=".npz with array 'means' [layers, neurons] for mode 'mean'")
@@ -35,6 +37,8 @@ class LiveSessionConfig(Message):
 
 
 class LiveToggleRequest(Message):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     neurons: NeuronIndexSet
     mode: AblationMode = AblationMode.zero
     factor: Finite = 0.0

@@ -9,10 +9,16 @@ not, and Parquet. Layouts (sniffed from the first record unless `fmt` names one)
 * ``rewardbench`` - RewardBench: `prompt`, `chosen`, `rejected` strings and a `subset` name.
 
 Every malformed input raises `DatasetFormatError` naming the file, the line (or row) and the problem.
+
+Files are streamed: a JSON Lines line or a JSON-list item at a time (at most MAX_LINE_BYTES), nesting at
+most MAX_JSON_DEPTH deep. A file from outside is read within `ReadLimits` (decompressed bytes, pairs),
+checked first by a counting pass, so a gzip bomb is refused before it is parsed (`DatasetTooLarge`); with
+`quote=False` no message quotes the file's own keys or values.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import gzip
 import hashlib
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast, get_args
 
 from workers.contract.vocab import DatasetFormat
+from workers.data.safe_json import MAX_JSON_DEPTH, JSONTooDeep, check_depth
 from workers.data.schema import OBJECTIVES, SPLITS, PreferencePair
 from workers.data.text import ASSISTANT, dialogue_prompt
 
@@ -38,8 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 8 * 1024 * 1024
-#: A JSON-list file is parsed whole; larger files must be JSON Lines.
-MAX_JSON_BYTES = 512 * 1024 * 1024
+"""Longest JSON Lines line, and longest record of a JSON list (both are read in bounded pieces)."""
+_CHUNK = 1 << 20
 #: Fraction of prompts that `hash_split` puts in the test split.
 TEST_FRACTION = 0.2
 
@@ -51,6 +58,7 @@ RM_BENCH_MODES: tuple[str, ...] = get_args(RmBenchMode)
 BUNDLED_FILE = Path(__file__).resolve().parent / "bundled" / "demo_pairs.jsonl.gz"
 
 _BOM = b"\xef\xbb\xbf"
+_HUB_SEGMENT = re.compile(r"^[A-Za-z0-9_.-]{1,96}$")
 _WS = re.compile(r"[ \t\n\r]*")
 
 
@@ -114,6 +122,72 @@ def objective_of_subset(name: str) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------------------- limits
+
+
+LIMIT_BYTES = "max_decompressed_bytes"
+LIMIT_PAIRS = "max_pairs"
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on one file while it is read, for files from outside (an upload, an operator's data root).
+
+    `max_bytes`: decompressed bytes (a gzip bomb stops here); `max_pairs`: preference pairs, and records,
+    since each record is at least one pair; `quote`: whether messages may quote the file's keys and values
+    (not for a file the requester did not send). None means no bound.
+    """
+
+    max_bytes: int | None = None
+    max_pairs: int | None = None
+    quote: bool = True
+
+
+class DatasetTooLarge(DatasetFormatError):
+    """A file beyond one of its `ReadLimits`; `limit` names which (LIMIT_BYTES or LIMIT_PAIRS)."""
+
+    def __init__(self, path: str | os.PathLike[str], limit: str, value: int, problem: str) -> None:
+        self.limit = limit
+        self.value = value
+        super().__init__(path, None, problem)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.__class__, (self.path, self.limit, self.value, self.problem))
+
+
+def _too_many_bytes(path: str | os.PathLike[str], limit: int) -> DatasetTooLarge:
+    return DatasetTooLarge(path, LIMIT_BYTES, limit, f"more than {limit:,} bytes once decompressed")
+
+
+def _too_many_pairs(path: str | os.PathLike[str], limit: int, what: str = "preference pairs") -> DatasetTooLarge:
+    return DatasetTooLarge(path, LIMIT_PAIRS, limit, f"more than {limit:,} {what}")
+
+
+class _Counted:
+    """A binary stream that counts the (decompressed) bytes it hands out and stops past `max_bytes`."""
+
+    def __init__(self, raw: BinaryIO, path: Path, max_bytes: int | None) -> None:
+        self.raw, self.path, self.max_bytes, self.n = raw, path, max_bytes, 0
+
+    def _count(self, data: bytes) -> bytes:
+        self.n += len(data)
+        if self.max_bytes is not None and self.n > self.max_bytes:
+            raise _too_many_bytes(self.path, self.max_bytes)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        return self._count(self.raw.read(n))
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._count(self.raw.readline(n))
+
+    def __enter__(self) -> _Counted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.raw.close()
+
+
 # ----------------------------------------------------------------------------------------- containers
 
 
@@ -141,7 +215,50 @@ def _container(path: Path) -> str:
                 return "empty"
 
 
-def _jsonl_records(path: Path, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+_BLANK_AFTER_NL = re.compile(rb"\n(?=[ \t\r]*\n)")
+_STRING_REST = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.S)
+_SCALAR_END = re.compile(r"[,\]}\s]")
+
+
+def _precheck(path: Path, kind: str, limits: ReadLimits) -> None:
+    """Refuse a file beyond its limits before parsing it: one pass that only counts (C speed, ~1 MiB held).
+
+    Parquet: the row count and uncompressed size from its footer. JSON: decompressed bytes and, for
+    JSON Lines, the non-blank lines (each a record, each at least one pair), so a bomb of tiny records
+    is refused after reading `max_pairs` lines rather than after parsing them.
+    """
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowException, OSError):
+            return  # the parse names the problem
+        if limits.max_pairs is not None and meta.num_rows > limits.max_pairs:
+            raise _too_many_pairs(path, limits.max_pairs, "rows (each row is at least one pair)")
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if limits.max_bytes is not None and size > limits.max_bytes:
+            raise _too_many_bytes(path, limits.max_bytes)
+        return
+    lines, carry = 0, b"\n"  # `carry` starts at a newline: the text after it is the start of a line
+    with _Counted(_open_stream(path), path, limits.max_bytes) as s:
+        while chunk := s.read(_CHUNK):
+            if kind != "jsonl" or limits.max_pairs is None:
+                continue
+            buf = carry + chunk
+            cut = buf.rfind(b"\n")
+            if cut <= 0:  # no line ends here; keep a bounded tail (a long line is the parser's to refuse)
+                carry = buf[-_CHUNK:]
+                continue
+            # each '\n' before `cut` starts a line that ends inside `buf`: count those with content
+            lines += buf.count(b"\n", 0, cut) - len(_BLANK_AFTER_NL.findall(buf, 0, cut + 1))
+            carry = buf[cut:]
+            if lines > limits.max_pairs:
+                raise _too_many_pairs(path, limits.max_pairs, "records (each line is at least one pair)")
+
+
+def _jsonl_records(path: Path, stream: _Counted) -> Iterator[tuple[int, Any]]:
     lineno = 0
     while True:
         raw = stream.readline(MAX_LINE_BYTES + 1)  # never more than the limit in memory
@@ -161,64 +278,156 @@ def _jsonl_records(path: Path, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
         if not text.strip():
             continue
         try:
+            check_depth(text)
             obj = json.loads(text)
+        except JSONTooDeep as exc:
+            raise DatasetFormatError(path, lineno, f"invalid JSON: {exc}") from None
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(path, lineno, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
         yield lineno, obj
 
 
-def _json_list_records(path: Path, stream: BinaryIO) -> Iterator[tuple[int, Any]]:
-    data = stream.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise DatasetFormatError(path, None, f"JSON list larger than {MAX_JSON_BYTES >> 20} MiB; "
-                                             "use JSON Lines (one object a line) instead")
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        col = exc.start - data.rfind(b"\n", 0, exc.start)
-        raise DatasetFormatError(path, line, f"not valid UTF-8: byte 0x{data[exc.start]:02x} at column {col}"
-                                 ) from None
+class _JsonList:
+    """A JSON list read element by element from a stream, in pieces of `_CHUNK` bytes.
 
-    def line_at(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
+    At most one element (bounded by MAX_LINE_BYTES) plus one piece is held. Nesting beyond MAX_JSON_DEPTH is
+    refused: an element with more brackets than that is walked (`check_depth`); one far deeper trips the
+    decoder's own recursion guard first, which is turned into the same error. `line` is the line number at
+    `text[counted]`.
+    """
 
-    decoder = json.JSONDecoder()
-    n = len(text)
-    i = _skip_ws(text, 0)
-    i = _skip_ws(text, i + 1)  # past '['
-    line, counted = 1, 0
-    if i < n and text[i] == "]":
-        i = _skip_ws(text, i + 1)
-        if i < n:
-            raise DatasetFormatError(path, line_at(i), "invalid JSON: extra data after the list")
-        return
-    while True:
-        line += text.count("\n", counted, i)
-        counted = i
+    def __init__(self, path: Path, stream: _Counted) -> None:
+        self.path, self.stream = path, stream
+        self.utf8 = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.i, self.counted, self.line = "", 0, 0, 1
+        self.eof, self.first = False, True
+
+    def error(self, pos: int, problem: str) -> DatasetFormatError:
+        return DatasetFormatError(self.path, self.line_at(pos), problem)
+
+    def line_at(self, pos: int) -> int:
+        if pos >= self.counted:
+            self.line += self.text.count("\n", self.counted, pos)
+            self.counted = pos
+            return self.line
+        return self.line - self.text.count("\n", pos, self.counted)
+
+    def more(self) -> bool:
+        """Drop what was consumed, append the next piece; False at the end of the input."""
+        if self.eof:
+            return False
+        raw = self.stream.read(_CHUNK)
+        if self.first:
+            self.first = False
+            if raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+        self.line_at(self.i)
+        self.text, self.counted, self.i = self.text[self.i:], 0, 0
         try:
-            obj, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as exc:
-            raise DatasetFormatError(path, exc.lineno,
-                                     f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        yield line, obj
-        i = _skip_ws(text, end)
-        if i >= n:
-            raise DatasetFormatError(path, line_at(n), "invalid JSON: the list is not closed with ']'")
-        if text[i] == ",":
-            i = _skip_ws(text, i + 1)
-            continue
-        if text[i] == "]":
-            i = _skip_ws(text, i + 1)
-            if i < n:
-                raise DatasetFormatError(path, line_at(i), "invalid JSON: extra data after the list")
+            piece = self.utf8.decode(raw, final=not raw)
+        except UnicodeDecodeError as exc:
+            line = self.line + self.text.count("\n") + raw.count(b"\n", 0, exc.start)
+            nl = raw.rfind(b"\n", 0, exc.start)
+            col = exc.start - nl if nl >= 0 else len(self.text) - self.text.rfind("\n") + exc.start
+            bad = exc.object[exc.start]
+            raise DatasetFormatError(self.path, line, f"not valid UTF-8: byte 0x{bad:02x} at column {col}") from None
+        self.eof = not raw
+        self.text += piece
+        return True
+
+    def skip_ws(self) -> None:
+        while True:
+            self.i = _skip_ws(self.text, self.i)
+            if self.i < len(self.text) or not self.more():
+                return
+
+    def value(self, decoder: json.JSONDecoder) -> tuple[int, Any]:
+        """(line, the element starting at `i`), leaving `i` just past it."""
+        while True:
+            start = self.i
+            if self.text[start] in "[{" and (quick := self._quick(decoder, start)) is not None:
+                return quick
+            if self.text[start] in "[{":
+                try:
+                    found = check_depth(self.text, start, MAX_JSON_DEPTH, one_value=True) >= 0
+                except JSONTooDeep as exc:
+                    raise self.error(start, f"invalid JSON: {exc}") from None
+            elif self.text[start] == '"':
+                j = _STRING_REST.match(self.text, start + 1).end()  # type: ignore[union-attr]
+                found = j < len(self.text) and self.text[j] == '"'
+            else:
+                found = _SCALAR_END.search(self.text, start) is not None
+            if not (found or self.eof):
+                if len(self.text) - start > MAX_LINE_BYTES:
+                    raise self.error(start, f"list item longer than {MAX_LINE_BYTES >> 20} MiB")
+                self.more()
+                continue
+            try:
+                obj, end = decoder.raw_decode(self.text, start)
+            except json.JSONDecodeError as exc:
+                raise DatasetFormatError(self.path, self.line_at(0) + exc.lineno - 1,
+                                         f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            if end - start > MAX_LINE_BYTES:
+                raise self.error(start, f"list item longer than {MAX_LINE_BYTES >> 20} MiB")
+            line = self.line_at(start)
+            self.i = end
+            return line, obj
+
+    def _quick(self, decoder: json.JSONDecoder, start: int) -> tuple[int, Any] | None:
+        """The usual case without a bracket walk first: a container decoded straight away, then its nesting
+        checked only when it holds more brackets than the limit. None: the careful path decides."""
+        try:
+            obj, end = decoder.raw_decode(self.text, start)
+        except RecursionError:  # the decoder's own guard, far past the limit
+            raise self.error(start, f"invalid JSON: {JSONTooDeep(MAX_JSON_DEPTH)}") from None
+        except json.JSONDecodeError:  # cut by the piece boundary, or malformed
+            return None
+        if end - start > MAX_LINE_BYTES:
+            raise self.error(start, f"list item longer than {MAX_LINE_BYTES >> 20} MiB")
+        if self.text.count("[", start, end) + self.text.count("{", start, end) > MAX_JSON_DEPTH:
+            try:
+                check_depth(self.text, start, MAX_JSON_DEPTH, one_value=True)
+            except JSONTooDeep as exc:
+                raise self.error(start, f"invalid JSON: {exc}") from None
+        line = self.line_at(start)
+        self.i = end
+        return line, obj
+
+    def records(self) -> Iterator[tuple[int, Any]]:
+        decoder = json.JSONDecoder()
+        self.skip_ws()
+        self.i += 1  # past '[' (the container was sniffed from it)
+        self.skip_ws()
+        if self.i < len(self.text) and self.text[self.i] == "]":
+            self.i += 1
+            self.skip_ws()
+            if self.i < len(self.text):
+                raise self.error(self.i, "invalid JSON: extra data after the list")
             return
-        raise DatasetFormatError(path, line_at(i), "invalid JSON: expected ',' or ']' between list items")
+        while True:
+            if self.i >= len(self.text):
+                raise self.error(self.i, "invalid JSON: the list is not closed with ']'")
+            yield self.value(decoder)
+            self.skip_ws()
+            if self.i >= len(self.text):
+                raise self.error(self.i, "invalid JSON: the list is not closed with ']'")
+            c = self.text[self.i]
+            self.i += 1
+            if c == "]":
+                self.skip_ws()
+                if self.i < len(self.text):
+                    raise self.error(self.i, "invalid JSON: extra data after the list")
+                return
+            if c != ",":
+                raise self.error(self.i - 1, "invalid JSON: expected ',' or ']' between list items")
+            self.skip_ws()
 
 
-def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
+def _json_list_records(path: Path, stream: _Counted) -> Iterator[tuple[int, Any]]:
+    return _JsonList(path, stream).records()
+
+
+def _parquet_records(path: Path, quote: bool = True) -> Iterator[tuple[int, Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -230,17 +439,21 @@ def _parquet_records(path: Path) -> Iterator[tuple[int, Any]]:
                 row += 1
                 yield row, rec
     except (pa.ArrowException, OSError) as exc:
-        raise DatasetFormatError(path, None, f"not a readable Parquet file: {exc}") from None
+        detail = f": {exc}" if quote else ""
+        raise DatasetFormatError(path, None, f"not a readable Parquet file{detail}") from None
 
 
-def _file_records(path: Path) -> tuple[Iterator[tuple[int, Any]], str]:
-    """(records as (line or row, object), 'line' or 'row')."""
+def _file_records(path: Path, limits: ReadLimits | None = None) -> tuple[Iterator[tuple[int, Any]], str]:
+    """(records as (line or row, object), 'line' or 'row'); a file beyond `limits` is refused first."""
+    limits = limits or ReadLimits()
     try:
         kind = _container(path)
+        if limits.max_bytes is not None or limits.max_pairs is not None:
+            _precheck(path, kind, limits)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DatasetFormatError(path, None, f"corrupt gzip data: {exc}") from None
     if kind == "parquet":
-        return _parquet_records(path), "row"
+        return _parquet_records(path, limits.quote), "row"
     if kind == "empty":
         raise DatasetFormatError(path, None, "empty file: no records")
 
@@ -248,7 +461,7 @@ def _file_records(path: Path) -> tuple[Iterator[tuple[int, Any]], str]:
         reader = _json_list_records if kind == "json-list" else _jsonl_records
         last = 0
         try:
-            with _open_stream(path) as stream:
+            with _Counted(_open_stream(path), path, limits.max_bytes) as stream:
                 for last, obj in reader(path, stream):  # `last` names the line on errors
                     yield last, obj
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -270,13 +483,35 @@ class _Ctx:
     split: str | None = None
     rm_bench_mode: str = "aligned"
     id_tag: str = ""
+    quote: bool = True
     skipped: list[tuple[int | None, str]] = field(default_factory=list)
+    n_skipped: int = 0
 
     def error(self, line: int | None, problem: str) -> DatasetFormatError:
-        return DatasetFormatError(self.path, line, problem, self.where)
+        return DatasetFormatError(self.path, line, problem if self.quote else _redact(problem), self.where)
+
+    def skip(self, line: int | None, why: str) -> None:
+        self.n_skipped += 1
+        if len(self.skipped) < 5:
+            self.skipped.append((line, why))
+
+    def keys_hint(self, rec: dict[str, Any]) -> str:
+        """' (record has keys: ...)', or nothing when the file's content may not be quoted."""
+        return f" (record has keys: {_keys_hint(rec)})" if self.quote else ""
 
     def pair_id(self, subset: str, *parts: object) -> str:
         return "/".join([subset, *([self.id_tag] if self.id_tag else []), *map(str, parts)])
+
+
+#: Key names the layouts read: a message may always name these, they are this program's words.
+_KNOWN_KEYS = frozenset({"prompt", "chosen", "rejected", "objective", "subset", "split", "pair_id", "item_id",
+                         "source", "id", "domain", "\\n\\nAssistant:", *OBJECTIVES, *SPLITS})
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"')
+
+
+def _redact(problem: str) -> str:
+    """A message with every quoted value of the file replaced, for a file the requester did not send."""
+    return _QUOTED.sub(lambda m: m.group() if m.group()[1:-1] in _KNOWN_KEYS else "'…'", problem)
 
 
 def _type_name(v: Any) -> str:
@@ -291,7 +526,7 @@ def _keys_hint(rec: dict[str, Any]) -> str:
 
 def _req(rec: dict[str, Any], key: str, line: int | None, ctx: _Ctx) -> Any:
     if key not in rec or rec[key] is None:
-        raise ctx.error(line, f"missing key {key!r} (record has keys: {_keys_hint(rec)})")
+        raise ctx.error(line, f"missing key {key!r}{ctx.keys_hint(rec)}")
     return rec[key]
 
 
@@ -333,8 +568,7 @@ def _canonical(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[Prefere
     rejected = _req_str(rec, "rejected", line, ctx, nonempty=True)
     objective = _opt_str(rec, "objective", line, ctx) or ctx.objective
     if objective is None:
-        raise ctx.error(line, f"missing key 'objective' (record has keys: {_keys_hint(rec)}); "
-                              "add it or pass objective=")
+        raise ctx.error(line, f"missing key 'objective'{ctx.keys_hint(rec)}; add it or pass objective=")
     subset = _opt_str(rec, "subset", line, ctx) or ctx.subset or "custom"
     pair_id = _opt_str(rec, "pair_id", line, ctx, ids=True) or ctx.pair_id(subset, line)
     return [PreferencePair(
@@ -362,10 +596,10 @@ def _hh(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair
     resp_c = _drop_space(chosen[idx + len(ASSISTANT):])
     resp_r = _drop_space(rejected[idx + len(ASSISTANT):])
     if not resp_c.strip() or not resp_r.strip():
-        ctx.skipped.append((line, "a final assistant turn is empty"))
+        ctx.skip(line, "a final assistant turn is empty")
         return []
     if resp_c == resp_r:
-        ctx.skipped.append((line, "chosen and rejected are identical"))
+        ctx.skip(line, "chosen and rejected are identical")
         return []
     hh_dir = next((d for d in _HH_DIRS if d in ctx.name_hint), None)
     subset = ctx.subset or f"hh-rlhf/{hh_dir or 'harmless-base'}"
@@ -458,9 +692,10 @@ def _stem(name: str) -> str:
     return re.sub(r"(\.(jsonl|json|parquet|gz))+$", "", base, flags=re.IGNORECASE)
 
 
-def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx) -> list[PreferencePair]:
+def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx,
+           max_pairs: int | None = None) -> Iterator[PreferencePair]:
+    """Every pair of `records`, validated as it goes: nothing is held but the pair ids seen."""
     layout = None if fmt == "auto" else fmt
-    pairs: list[PreferencePair] = []
     first_line: dict[str, int | None] = {}
     n_records = 0
     for line, rec in records:
@@ -470,8 +705,8 @@ def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx) -> list[Pref
         if layout is None:
             layout = sniff_layout(rec)
             if layout is None:
-                raise ctx.error(line, f"cannot tell the layout: a record needs 'chosen' and 'rejected' "
-                                      f"(record has keys: {_keys_hint(rec)})")
+                raise ctx.error(line, f"cannot tell the layout: a record needs 'chosen' and 'rejected'"
+                                      f"{ctx.keys_hint(rec)}")
         try:
             new = _PARSERS[layout](rec, line, ctx)
         except DatasetFormatError:
@@ -483,16 +718,17 @@ def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx) -> list[Pref
                 raise ctx.error(line, f"duplicate pair_id {p.pair_id!r} (first seen at {ctx.where} "
                                       f"{first_line[p.pair_id]})")
             first_line[p.pair_id] = line
-            pairs.append(p)
+            if max_pairs is not None and len(first_line) > max_pairs:
+                raise _too_many_pairs(ctx.path, max_pairs)
+            yield p
     if n_records == 0:
         raise ctx.error(None, "empty file: no records")
-    if ctx.skipped:
-        shown = ", ".join(f"{ctx.where} {ln} ({why})" for ln, why in ctx.skipped[:5])
-        log.warning("%s: skipped %d HH-RLHF records: %s%s", ctx.path, len(ctx.skipped), shown,
-                    ", ..." if len(ctx.skipped) > 5 else "")
-    if not pairs:
+    if ctx.n_skipped:
+        shown = ", ".join(f"{ctx.where} {ln} ({why})" for ln, why in ctx.skipped)
+        log.warning("%s: skipped %d HH-RLHF records: %s%s", ctx.path, ctx.n_skipped, shown,
+                    ", ..." if ctx.n_skipped > len(ctx.skipped) else "")
+    if not first_line:
         raise ctx.error(None, "no usable preference pairs")
-    return pairs
 
 
 def _check_options(fmt: str, objective: str | None, split: str | None, rm_bench_mode: str) -> None:
@@ -506,9 +742,29 @@ def _check_options(fmt: str, objective: str | None, split: str | None, rm_bench_
         raise ValueError(f"rm_bench_mode {rm_bench_mode!r} is not one of {', '.join(RM_BENCH_MODES)}")
 
 
+def iter_pairs_file(path: str | os.PathLike[str], fmt: str = "auto", *, objective: str | None = None,
+                    subset: str | None = None, split: str | None = None, rm_bench_mode: str = "aligned",
+                    limits: ReadLimits | None = None, name: str | None = None) -> Iterator[PreferencePair]:
+    """Every pair in one file, validated, one at a time (see `load_pairs_file`).
+
+    With `limits`, a file beyond them raises `DatasetTooLarge` (after a counting pass, before parsing, when
+    its size or line count already says so); `name` is the file's own name when `path` is a temporary copy
+    (it may name an HH-RLHF data dir or an RM-Bench domain).
+    """
+    _check_options(fmt, objective, split, rm_bench_mode)
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"dataset file not found: {p}")
+    limits = limits or ReadLimits()
+    records, where = _file_records(p, limits)
+    ctx = _Ctx(path=str(p), name_hint=name or str(p), where=where, objective=objective, subset=subset,
+               split=split, rm_bench_mode=rm_bench_mode, quote=limits.quote)
+    return _parse(records, fmt, ctx, limits.max_pairs)
+
+
 def load_pairs_file(path: str | os.PathLike[str], fmt: str = "auto", *, objective: str | None = None,
                     subset: str | None = None, split: str | None = None,
-                    rm_bench_mode: str = "aligned") -> list[PreferencePair]:
+                    rm_bench_mode: str = "aligned", limits: ReadLimits | None = None) -> list[PreferencePair]:
     """Every pair in one file, validated.
 
     Canonical records keep their own `objective` / `subset` / `split`; the arguments only fill in
@@ -518,24 +774,52 @@ def load_pairs_file(path: str | os.PathLike[str], fmt: str = "auto", *, objectiv
     `rm_bench_mode`: 'aligned' = the 3 index-aligned pairs of a prompt, each its own item;
     'full' = all 3x3 pairs, one item per prompt.
     """
-    _check_options(fmt, objective, split, rm_bench_mode)
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"dataset file not found: {p}")
-    records, where = _file_records(p)
-    ctx = _Ctx(path=str(p), name_hint=str(p), where=where, objective=objective, subset=subset, split=split,
-               rm_bench_mode=rm_bench_mode)
-    return _parse(records, fmt, ctx)
+    return list(iter_pairs_file(path, fmt, objective=objective, subset=subset, split=split,
+                                rm_bench_mode=rm_bench_mode, limits=limits))
+
+
+@dataclass(frozen=True)
+class PairsSummary:
+    """What a validated file holds, without its pairs."""
+
+    n_pairs: int
+    objectives: list[str]
+    subsets: list[str]
+
+
+def summarize_pairs_file(path: str | os.PathLike[str], fmt: str = "auto", *, objective: str | None = None,
+                         limits: ReadLimits | None = None, name: str | None = None) -> PairsSummary:
+    """Validate every record of a file and count its pairs, holding one record at a time (uploads)."""
+    n, objectives, subsets = 0, set(), set()
+    for pair in iter_pairs_file(path, fmt, objective=objective, limits=limits, name=name):
+        n += 1
+        objectives.add(pair.objective)
+        subsets.add(pair.subset)
+    return PairsSummary(n_pairs=n, objectives=sorted(objectives), subsets=sorted(subsets))
+
+
+def hub_dataset_id(dataset_id: str) -> tuple[str, str | None]:
+    """(repo, data_dir) of 'owner/name[/data_dir]'; ValueError for anything else.
+
+    Segments are letters, digits, '-', '_' and '.', never '.' or '..' alone; and the repo must not name a
+    directory here, since `datasets.load_dataset` reads a local directory of that name before the hub.
+    """
+    parts = dataset_id.split("/")
+    if len(parts) < 2 or len(dataset_id) > 300 or not all(_HUB_SEGMENT.match(x) and x.strip(".") for x in parts):
+        raise ValueError(f"hf:{dataset_id[:300]}: expected 'hf:<owner>/<name>[/<data_dir>]' (letters, digits, "
+                         "'-', '_' and '.')")
+    repo, data_dir = "/".join(parts[:2]), "/".join(parts[2:]) or None
+    if Path(repo).exists():
+        raise ValueError(f"hf:{repo}: names a local path here, which would be read instead of the hub; "
+                         "upload the file instead")
+    return repo, data_dir
 
 
 def _load_hf(dataset_id: str, fmt: str, rm_bench_mode: str = "aligned") -> list[PreferencePair]:
     """`owner/name[/data_dir]` from the Hugging Face hub (needs the network), every split it has."""
+    repo, data_dir = hub_dataset_id(dataset_id)
     import datasets  # lazy: heavy, and only useful online
 
-    parts = [s for s in dataset_id.split("/") if s]
-    if len(parts) < 2:
-        raise ValueError(f"hf:{dataset_id}: expected 'hf:<owner>/<name>[/<data_dir>]'")
-    repo, data_dir = "/".join(parts[:2]), "/".join(parts[2:]) or None
     dd = datasets.load_dataset(repo, data_dir=data_dir)
     pairs: list[PreferencePair] = []
     for split_name in sorted(dd):

@@ -2,13 +2,20 @@
 
 A model is a registered name (below), an existing local directory (a saved model), or a Hugging Face id
 `org/name` (downloaded by the worker when it has network). Anything else is rejected at submission time.
+
+A name from a request is checked with `local_roots` (the operator's data roots): a local directory is then
+accepted only inside one of them, resolved (symlinks followed) and confined, and a hub id must not name a
+local path (loaders read a local directory of that name before the hub). Without `local_roots` (the
+worker, given a spec the API checked; the CLI on its own machine) any existing directory is a model.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,19 +73,57 @@ def _looks_like_hub_id(name: str) -> bool:
             and not name.endswith((".", "-")))
 
 
-def check_model_name(name: str) -> ModelKind:
-    """Classify a model name or raise `UnknownModelError` listing what is accepted. No torch, no network."""
+#: Where a worker started by the local executor runs (a relative name resolves against it too).
+_WORKER_CWD = Path(__file__).resolve().parents[2]
+
+
+def check_model_name(name: str, *, local_roots: Sequence[str | os.PathLike[str]] | None = None) -> ModelKind:
+    """Classify a model name or raise `UnknownModelError` listing what is accepted. No torch, no network.
+
+    `local_roots`: the name comes from a request; local directories only inside these (see the module doc).
+    """
     if not isinstance(name, str) or not name.strip():
         raise UnknownModelError(f"empty model name; registered models: {', '.join(REGISTERED_MODELS)}")
     if name in REGISTERED_MODELS:
         return "registered"
-    if Path(name).expanduser().is_dir():
-        return "local"
-    if _looks_like_hub_id(name):
-        return "hub"
+    if local_roots is None:
+        if Path(name).expanduser().is_dir():
+            return "local"
+        if _looks_like_hub_id(name):
+            return "hub"
+    else:
+        if _looks_like_hub_id(name) and not _exists_locally(name):
+            return "hub"
+        if _inside_roots(name, local_roots):
+            return "local"
+    local = ("a local directory holding a saved model" if local_roots is None else
+             "the absolute path of a saved model's directory under a data root of this server (TENSION_DATA_ROOTS)")
     raise UnknownModelError(
-        f"unknown model {name!r}: use a registered name ({', '.join(REGISTERED_MODELS)}), a local directory "
-        f"holding a saved model, or a Hugging Face id like 'openai-community/gpt2'")
+        f"unknown model {name[:200]!r}: use a registered name ({', '.join(REGISTERED_MODELS)}), {local}, "
+        "or a Hugging Face id like 'openai-community/gpt2'")
+
+
+def _exists_locally(name: str) -> bool:
+    """Whether a relative name is a path here or where workers run (it would be read instead of the hub)."""
+    return any(os.path.lexists(base / name) for base in (Path.cwd(), _WORKER_CWD))
+
+
+def _inside_roots(name: str, roots: Sequence[str | os.PathLike[str]]) -> bool:
+    """An absolute path (no '~', no '..') that resolves to a directory inside one of `roots`."""
+    if len(name) > 4096 or "\0" in name or not name.startswith("/") or ".." in Path(name).parts:
+        return False
+    try:
+        target = Path(name).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return False
+    for root in roots:
+        try:
+            base = Path(root).resolve(strict=True)
+        except (OSError, RuntimeError):
+            continue
+        if target != base and target.is_relative_to(base) and target.is_dir():
+            return True
+    return False
 
 
 def minilm_dir() -> Path | None:
