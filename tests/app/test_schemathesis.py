@@ -32,7 +32,7 @@ from tests.factories.jobs import score_result, some_pairs
 from workers.contract.vocab import Experiment, Regime
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_EXAMPLES = int(os.environ.get("TENSION_SCHEMATHESIS_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("TENSION_SCHEMATHESIS_EXAMPLES", "40"))
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "401", "403", "404", "409", "413", "422", "429"]
