@@ -5,8 +5,9 @@
 - Origin: a request that names another origin (or that a browser marks `Sec-Fetch-Site: cross-site`) may not
   change anything.
 - CSRF: a double-submit token (starlette-csrf, signed with itsdangerous) on every state-changing request from a
-  browser context. A request with neither cookies nor browser headers (the CLI, scripts) carries no ambient
-  credential to forge, and bearer-token requests cannot be sent cross-site without CORS, which is off.
+  browser context (the session cookie, Origin or Sec-Fetch-* headers). A script without them (the CLI,
+  httpx, curl) has no ambient credential to forge, and bearer-token requests cannot be sent cross-site
+  without CORS, which is off.
 - Headers: a CSP without inline script, frame-ancestors none, nosniff, no referrer beyond this origin.
 """
 
@@ -95,10 +96,15 @@ class CsrfMiddleware(CSRFMiddleware):
 
 
 def _browser_context(scope: Scope) -> bool:
-    names = {k.lower() for k, _ in scope["headers"]}
-    if b"authorization" in names:
+    """A request a browser could have been tricked into sending: it carries the session cookie, or the
+    headers every current browser adds (Origin on a POST, Sec-Fetch-*). A script's cookie jar holding only
+    the CSRF cookie is not a credential, so scripts need no token."""
+    headers = {k.lower(): v for k, v in scope["headers"]}
+    if b"authorization" in headers:
         return False
-    return bool(names & {b"cookie", b"origin", b"sec-fetch-site", b"sec-fetch-mode"})
+    if headers.keys() & {b"origin", b"sec-fetch-site", b"sec-fetch-mode"}:
+        return True
+    return b"tension_session=" in headers.get(b"cookie", b"")
 
 
 class SecurityHeadersMiddleware:

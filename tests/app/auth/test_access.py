@@ -126,18 +126,23 @@ def test_state_changes_from_a_browser_need_the_csrf_token(tmp_path: Path) -> Non
     with TestClient(create_app(make_settings(tmp_path), start_supervisor=False), base_url="http://localhost") as c:
         c.get("/datasets")
         assert "csrftoken" in c.cookies
-        forged = c.post("/api/jobs", json=SCORE)  # carries the cookie, not the header: what a forged form does
+        browser = {"sec-fetch-site": "same-origin", "origin": "http://localhost:8000"}
+        forged = c.post("/api/jobs", json=SCORE, headers=browser)  # the cookie but not the header: a forgery
         assert forged.status_code == 403 and "CSRF" in forged.json()["detail"]
-        wrong = c.post("/api/jobs", json=SCORE, headers={"x-csrftoken": "not-the-token"})
+        wrong = c.post("/api/jobs", json=SCORE, headers={**browser, "x-csrftoken": "not-the-token"})
         assert wrong.status_code == 403
-        ok = c.post("/api/jobs", json=SCORE, headers={"x-csrftoken": c.cookies["csrftoken"]})
+        ok = c.post("/api/jobs", json=SCORE, headers={**browser, "x-csrftoken": c.cookies["csrftoken"]})
         assert ok.status_code == 202
+        # A script whose cookie jar holds only the CSRF cookie is not a browser: nothing to forge.
+        assert c.post("/api/jobs", json=SCORE).status_code == 202
 
 
 def test_scripts_without_cookies_or_browser_headers_need_no_csrf_token(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path), start_supervisor=False), base_url="http://localhost",
                     cookies=None) as c:
         assert c.post("/api/jobs", json=SCORE).status_code == 202  # no cookie yet: a script, like the CLI
+        c.get("/datasets")
+        assert c.post("/api/jobs", json=SCORE).status_code == 202  # a cookie jar, still no browser headers
 
 
 def test_cross_origin_and_wrong_host_writes_are_refused(server: TestClient) -> None:
