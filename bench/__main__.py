@@ -1,8 +1,13 @@
-"""`python -m bench [name ...]`: run every benchmark (or the named ones) and write bench/results/*.json."""
+"""`python -m bench [name ...] [-- options]`: run every benchmark (or the named ones) and write bench/results/*.json.
+
+Options after the names (from the first argument that starts with "-") go to the named benchmark, e.g.
+`python -m bench load --duration 10 --clients 5`; they need exactly one name.
+"""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
@@ -12,14 +17,24 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str]) -> int:
-    names = argv or sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:split], [a for a in argv[split:] if a != "--"]
+    if options and len(names) != 1:
+        print("options need exactly one benchmark name, e.g. `python -m bench load --duration 10`", file=sys.stderr)
+        return 2
+    names = names or sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_"))
     failed = []
     for name in names:
         mod = importlib.import_module(f"bench.{name if name.startswith('bench_') else 'bench_' + name}")
         started = time.time()
         print(f"== {name}", flush=True)
         try:
-            mod.main()
+            if inspect.signature(mod.main).parameters:
+                mod.main(options)
+            elif options:
+                raise ValueError(f"{name} takes no options")
+            else:
+                mod.main()
         except Exception as exc:  # keep going: one broken benchmark must not hide the others
             print(f"!! {name} failed: {exc}", flush=True)
             failed.append(name)

@@ -6,6 +6,7 @@ embed these specs as JSON and `frontend/static` renders them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,7 +29,10 @@ VENN_REGIONS = (("H only", "H_only", "#1c7ed6"), ("R only", "R_only", "#e8590c")
                 ("H ∩ R only", "HR_only", "#7048e8"), ("H ∩ M only", "HM_only", "#0ca678"),
                 ("R ∩ M only", "RM_only", "#f08c00"), ("H ∩ R ∩ M", "HRM", "#343a40"))
 SIDE_COLOURS: dict[Side, str] = {Side.chosen: "#2b8a3e", Side.rejected: "#c92a2a"}
-SCATTERGL_ABOVE = 20_000  # SVG scatter below this many points; WebGL above
+SYMBOL_IN_M, SYMBOL_NOT_IN_M = 0, 100  # Plotly's "circle" and "circle-open" (numbers: a smaller page)
+SCATTER_MAX_POINTS = 5_000
+"""The scatter draws at most this many neurons (SVG markers: no WebGL, so no eval under the page's CSP, and a
+page of bounded size). A model with more neurons is drawn from a sample: `scatter_sample`."""
 
 
 def json_safe(x: Any) -> Any:
@@ -53,6 +57,46 @@ def _round(x: float, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else None
 
 
+@functools.lru_cache(maxsize=8)
+def _draw_priority(n: int) -> np.ndarray:
+    """A fixed pseudo-random rank of each of n neurons (flat index): the sample keeps the lowest ranks, so
+    the same neurons stay drawn from one view to the next."""
+    out = np.empty(n, dtype=np.int64)
+    out[np.random.default_rng(0).permutation(n)] = np.arange(n)
+    out.setflags(write=False)
+    return out
+
+
+def scatter_sample(group: np.ndarray, n_groups: int, cap: int = SCATTER_MAX_POINTS) -> np.ndarray:
+    """Which neurons to draw (a boolean mask like `group`, whose values are group codes 0..n_groups-1).
+
+    All of them when there are at most `cap`; else the budget is shared out smallest group first, each
+    group taking all its neurons or an equal share of what is left (so small groups, e.g. the shared
+    neurons, are drawn whole and large ones are thinned), and within a group the neurons of lowest
+    `_draw_priority` are kept: deterministic, and stable across views."""
+    flat = group.ravel()
+    if flat.size <= cap:
+        return np.ones(group.shape, dtype=bool)
+    sizes = np.bincount(flat, minlength=n_groups)
+    budget, left = cap, int((sizes > 0).sum())
+    take = np.zeros(n_groups, dtype=np.int64)
+    for g in np.argsort(sizes, kind="stable"):
+        if sizes[g] == 0:
+            continue
+        take[g] = min(int(sizes[g]), budget // left)
+        budget -= int(take[g])
+        left -= 1
+    prio = _draw_priority(flat.size)
+    keep = np.zeros(flat.size, dtype=bool)
+    for g in range(n_groups):
+        members = np.flatnonzero(flat == g)
+        if take[g] >= members.size:
+            keep[members] = True
+        elif take[g] > 0:
+            keep[members[np.argpartition(prio[members], take[g] - 1)[:take[g]]]] = True
+    return keep.reshape(group.shape)
+
+
 def scatter_axes(mode: ScatterMode, stat: Stat) -> tuple[tuple[Regime, Scope], tuple[Regime, Scope], str, str]:
     """(regime, scope) of the x and y scores and the axis titles of a scatter mode."""
     if mode == ScatterMode.mixed:
@@ -63,31 +107,41 @@ def scatter_axes(mode: ScatterMode, stat: Stat) -> tuple[tuple[Regime, Scope], t
 
 
 def scatter(x: np.ndarray, y: np.ndarray, masks: Mapping[OverlapPart, np.ndarray], ov: OverlapOut,
-            mode: ScatterMode) -> dict[str, Any]:
-    """Every neuron's x score against its y score, coloured by H/R membership, open circles when not in M."""
+            mode: ScatterMode, cap: int = SCATTER_MAX_POINTS) -> dict[str, Any]:
+    """Each neuron's x score against its y score, coloured by H/R membership, open circles when not in M.
+
+    At most `cap` points are drawn (`scatter_sample`); `sample` tells how many of how many, per group, for
+    the page to say so. Every count and overlap number of the page is computed on all neurons."""
     *_, xt, yt = scatter_axes(mode, ov.stat)
     H, R, M = masks[OverlapPart.helpful], masks[OverlapPart.harmless], masks[OverlapPart.mixed]
-    group = np.full(H.shape, "neither", dtype=object)
-    group[H & ~R] = OverlapPart.helpful_specific
-    group[R & ~H] = OverlapPart.harmless_specific
-    group[H & R] = OverlapPart.shared
-    kind = "scattergl" if H.size > SCATTERGL_ABOVE else "scatter"
-    traces = []
-    for g, (label, colour) in SCATTER_GROUPS.items():
-        layers, idx = np.nonzero(group == g)
+    names = list(SCATTER_GROUPS)
+    group = np.zeros(H.shape, dtype=np.int64)  # 0: neither
+    group[H & ~R] = names.index(OverlapPart.helpful_specific)
+    group[R & ~H] = names.index(OverlapPart.harmless_specific)
+    group[H & R] = names.index(OverlapPart.shared)
+    drawn = scatter_sample(group, len(names), cap)
+    sampled = not drawn.all()
+    traces, counts = [], {}
+    for code, g in enumerate(names):
+        label, colour = SCATTER_GROUPS[g]
+        in_group = group == code
+        total = int(in_group.sum())
+        layers, idx = np.nonzero(in_group & drawn)
+        counts[str(g)] = {"label": label, "shown": int(layers.size), "total": total}
         if layers.size == 0:
             continue
-        in_m = M[layers, idx]
+        in_m = M[layers, idx].tolist()
+        name = f"{label}: {layers.size:,} of {total:,} drawn" if layers.size < total else label
         traces.append({
-            "type": kind, "mode": "markers", "name": label,
-            "x": [_round(float(v)) for v in x[layers, idx]], "y": [_round(float(v)) for v in y[layers, idx]],
-            "customdata": [[int(a), int(b)] for a, b in zip(layers, idx, strict=True)],
+            "type": "scatter", "mode": "markers", "name": name,
+            "x": [_round(v) for v in x[layers, idx].tolist()], "y": [_round(v) for v in y[layers, idx].tolist()],
+            "customdata": np.stack([layers, idx], axis=1).tolist(),
             "text": ["in M" if m else "not in M" for m in in_m],
             "hovertemplate": "layer %{customdata[0]} · neuron %{customdata[1]}<br>x %{x:.4g} · y %{y:.4g}"
                              "<br>%{text}<extra>" + label + "</extra>",
             "marker": {"color": colour, "size": 6 if g != "neither" else 4,
                        "opacity": 0.9 if g != "neither" else 0.5,
-                       "symbol": ["circle" if m else "circle-open" for m in in_m]},
+                       "symbol": [SYMBOL_IN_M if m else SYMBOL_NOT_IN_M for m in in_m]},
         })
     layout: dict[str, Any] = {"xaxis": {"title": {"text": xt}}, "yaxis": {"title": {"text": yt}},
                               "margin": {"t": 40}, "hovermode": "closest",
@@ -102,7 +156,8 @@ def scatter(x: np.ndarray, y: np.ndarray, masks: Mapping[OverlapPart, np.ndarray
             shapes.append({"type": "line", "y0": ty, "y1": ty, "xref": "paper", "x0": 0, "x1": 1,
                            "line": {"dash": "dot", "color": SCATTER_GROUPS[OverlapPart.harmless_specific][1]}})
         layout["shapes"] = shapes
-    return json_safe({"data": traces, "layout": layout})  # type: ignore[no-any-return]
+    sample = {"drawn": int(drawn.sum()), "total": int(drawn.size), "sampled": sampled, "cap": cap, "groups": counts}
+    return {"data": traces, "layout": layout, "sample": sample}
 
 
 def venn(ov: OverlapOut) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from urllib.parse import quote, urlencode
 import numpy as np
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import Markup
 
 from app.core.deps import DatabaseDep, StoreDep
 from app.core.errors import AppError, NotFound
@@ -113,6 +115,12 @@ def _part_lists(base_model: str, masks: dict[OverlapPart, np.ndarray], hook: Hoo
     return out
 
 
+def _serialised(spec: dict[str, Any]) -> tuple[Markup, dict[str, Any]]:
+    """A figure spec as the JSON its page embeds (escaped for a <script> block, as Jinja's `tojson`), and
+    its `sample` (what the page says about the drawing)."""
+    return Markup(htmlsafe_json_dumps(spec)), spec["sample"]
+
+
 @router.get("/models/{base_model:path}/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: str, p: str = "10",
               stat: str = Stat.A, seed: str = "0", shared: str = SharedMode.intersection, hook: str = DEFAULT_HOOK,
@@ -128,14 +136,20 @@ def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: st
                                      seed=view.seed, hook=view.hook, shared=view.shared)
         (xr, xs), (yr, ys), *_ = figures.scatter_axes(view.scatter, view.stat)
         x, y = (service.score_array(store=store, checkpoint=ov.summary.checkpoints[r], stat=view.stat, scope=s,
-                                    hook=view.hook) for r, s in ((xr, xs), (yr, ys)))
+                                    hook=view.hook, info=ov.captures[r]) for r, s in ((xr, xs), (yr, ys)))
     except AppError as exc:
         return _error_page(request, exc, f"Neuron overlap · {base_model}", form=form)
-    specs = {"venn": figures.venn(ov.summary), "layers": figures.layer_heatmap(ov.summary),
-             "scatter": figures.scatter(x, y, ov.masks, ov.summary, view.scatter)}
+    # The scatter (thousands of points) is built and serialised once per overlap and axes, then reused.
+    scatter_key = ("scatter page", ov.key, view.scatter, figures.SCATTER_MAX_POINTS,
+                   *(service.score_key(ov.captures[r], view.stat, s, view.hook) for r, s in ((xr, xs), (yr, ys))))
+    scatter_json, scatter_sample = store.cache.get(
+        scatter_key, lambda: _serialised(figures.scatter(x, y, ov.masks, ov.summary, view.scatter)),
+        size=lambda v: len(v[0]) + 4096)
+    specs = {"venn": figures.venn(ov.summary), "layers": figures.layer_heatmap(ov.summary)}
     hook_q = {"hook": view.hook} if view.hook != DEFAULT_HOOK else {}
     return _page(request, "dashboard.html", **form, base_model=base_model, form=form,
-                 ov=ov.summary.model_dump(mode="json"), specs=specs, parts=_part_lists(base_model, ov.masks, view.hook),
+                 ov=ov.summary.model_dump(mode="json"), specs=specs, scatter_json=scatter_json,
+                 scatter_sample=scatter_sample, parts=_part_lists(base_model, ov.masks, view.hook),
                  part_labels=PART_LABELS, neuron_base=f"/models/{_model_path(base_model)}/neurons/",
                  neuron_query=urlencode(hook_q),
                  api_url=f"/api/neurons/{_model_path(base_model)}/overlap?" + urlencode(
@@ -167,7 +181,9 @@ def neuron_page(request: Request, store: StoreDep, db: DatabaseDep, model: str, 
     title = f"Neuron {layer}/{index} · {model}"
     try:
         view = NeuronView.parse(stat=stat, hook=hook)
-        n_layers, n_neurons = service.base_model_shape(store=store, base_model=model, hook=view.hook)
+        captures = service.base_model_captures(store=store, db=db, base_model=model)
+        n_layers, n_neurons = service.base_model_shape(store=store, base_model=model, hook=view.hook,
+                                                       captures=captures)
         if layer >= n_layers:
             raise NotFound(f"layer {layer} out of range: {model} has layers 0-{n_layers - 1}")
         if index >= n_neurons:
@@ -175,12 +191,13 @@ def neuron_page(request: Request, store: StoreDep, db: DatabaseDep, model: str, 
     except AppError as exc:
         return _error_page(request, exc, title)
     stat, hook = view.stat, view.hook
-    detail = service.neuron_detail(store=store, base_model=model, layer=layer, index=index, hook=hook)
+    detail = service.neuron_detail(store=store, base_model=model, layer=layer, index=index, hook=hook,
+                                   captures=captures)
     order = REGIME_ORDER  # objectives sort like the regimes of the same name
     detail["stats"].sort(key=lambda r: (order.get(r["regime"], 3), r["regime"] or "", r["checkpoint"],
                                         order.get(r["objective"], 3), r["side"] != Side.chosen))
     ranks = service.neuron_ranks(store=store, db=db, base_model=model, layer=layer, index=index, stat=stat,
-                                 hook=hook)
+                                 hook=hook, captures=captures)
     q = {"stat": stat if stat != Stat.A else None, "hook": hook if hook != DEFAULT_HOOK else None}
     nav = {
         "prev": neuron_url(model, layer, index - 1, **q) if index > 0 else

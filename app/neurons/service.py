@@ -11,6 +11,7 @@ end are the entry points other domains (`app.ablation`, `app.domains`) call toda
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -75,64 +76,140 @@ def _objectives(regime: str | None, scope: Scope) -> tuple[Objective, ...]:
 # -- captures and scores ------------------------------------------------------------------------------
 def list_captures(*, store: StatsStore, db: Database, base_model: str | None = None) -> list[CaptureOut]:
     """Every captured (checkpoint, hook), with the checkpoint's training seed (0 when it has no SQL row)."""
-    rows = queries.captures(store, base_model)
+    return [CaptureOut(**r) for r in _captures_with_seeds(store=store, db=db, base_model=base_model)]
+
+
+def _capture_rows(store: StatsStore, base_model: str | None = None) -> list[dict[str, Any]]:
+    """The capture index's rows (with their result keys), read once per ingest: cached by the store's
+    generation, copied out (callers may change their rows)."""
+    rows = store.cache.get(("captures", store.generation, base_model),
+                           lambda: tuple(queries.captures(store, base_model)))
+    return [dict(r) for r in rows]
+
+
+def _captures_with_seeds(*, store: StatsStore, db: Database, base_model: str | None) -> list[dict[str, Any]]:
+    """The capture index's rows (with their result keys), each with its checkpoint's training seed."""
+    rows = _capture_rows(store, base_model)
     ids = {r["checkpoint"] for r in rows}
     with db.session() as s:
         seeds = dict(s.execute(select(Checkpoint.id, Checkpoint.seed).where(Checkpoint.id.in_(ids))).tuples().all()) \
             if ids else {}
-    return [CaptureOut(**r, seed=seeds.get(r["checkpoint"], 0)) for r in rows]
+    return [{**r, "seed": seeds.get(r["checkpoint"], 0)} for r in rows]
 
 
 def capture_info(*, store: StatsStore, checkpoint: str, hook: HookPoint) -> dict[str, Any]:
-    """The capture of one checkpoint at one hook (base model, regime, shape); 404 when none is stored."""
-    info = queries.capture(store, checkpoint, hook)
+    """The capture of one checkpoint at one hook (base model, regime, shape, result keys); 404 when none is
+    stored."""
+    info = next((r for r in _capture_rows(store) if r["checkpoint"] == checkpoint and r["hook"] == hook), None)
     if info is None:
         raise NotFound(f"no neuron capture for checkpoint {checkpoint!r} at hook {str(hook)!r}; "
                        "run `tension capture` first")
     return info
 
 
+def _score_key(info: dict[str, Any], stat: Stat, objectives: tuple[Objective, ...],
+               hook: HookPoint) -> tuple[Any, ...]:
+    return ("scores", tuple(info["result_keys"]), info["checkpoint"], str(hook), str(stat), tuple(map(str, objectives)),
+            int(info["n_layers"]), int(info["n_neurons"]))
+
+
+def score_key(info: dict[str, Any], stat: Stat, scope: Scope, hook: HookPoint) -> tuple[Any, ...]:
+    """What `score_array` of a capture (its `captures` row) depends on: a key for values derived from it."""
+    return _score_key(info, stat, _objectives(info["regime"], scope), hook)
+
+
+def _compute_scores(store: StatsStore, info: dict[str, Any], stat: Stat, objectives: tuple[Objective, ...],
+                    hook: HookPoint) -> np.ndarray:
+    """S per (layer, neuron): per side `sum(n_tokens * x) / sum(n_tokens)` as SQL computes it (NULLs skipped; a
+    side whose statistic or token counts are all NULL has no value), then the mean of the sides that have one
+    (NaN where none has). The capture's rows are fetched as columns and summed by numpy: with one row per
+    objective and side, the same additions as SQL's, so the same numbers bit for bit."""
+    shape = (int(info["n_layers"]), int(info["n_neurons"]))
+    size = shape[0] * shape[1]
+    cols = queries.score_inputs(store, info, hook, stat, objectives)
+    idx, nx, n = cols["i"], cols["nx"], cols["n"]
+    bins = 2 * size
+    if np.ma.is_masked(nx) or np.ma.is_masked(n):  # NULL statistics or token counts: SQL's sums skip them
+        nx_ok, n_ok = ~np.ma.getmaskarray(nx), ~np.ma.getmaskarray(n)
+        nx, n = np.where(nx_ok, np.ma.getdata(nx), 0.0), np.where(n_ok, np.ma.getdata(n), 0)
+        defined = (np.bincount(idx, weights=nx_ok, minlength=bins) > 0) \
+            & (np.bincount(idx, weights=n_ok, minlength=bins) > 0)
+    else:
+        defined = np.bincount(idx, minlength=bins) > 0
+    num = np.bincount(idx, weights=np.ma.getdata(nx), minlength=bins)
+    den = np.bincount(idx, weights=np.asarray(np.ma.getdata(n), dtype=np.float64), minlength=bins)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        side = np.where(defined, num / np.where(defined, den, 1.0), np.nan)
+    c, r = side[:size], side[size:]
+    c_ok, r_ok = defined[:size], defined[size:]
+    out = np.where(c_ok & r_ok, sel.combined_score(np.where(c_ok, c, 0.0), np.where(r_ok, r, 0.0)),
+                   np.where(c_ok, c, np.where(r_ok, r, np.nan)))
+    return out.reshape(shape)
+
+
 def score_array(*, store: StatsStore, checkpoint: str, stat: Stat = Stat.A, scope: Scope = Scope.own,
-                hook: HookPoint = HookPoint.down_proj_input) -> np.ndarray:
-    """S as a [layers, neurons] array (NaN where a neuron has no statistic)."""
+                hook: HookPoint = HookPoint.down_proj_input, info: dict[str, Any] | None = None) -> np.ndarray:
+    """S as a [layers, neurons] array (NaN where a neuron has no statistic). Read-only: it is shared through
+    the store's cache (keyed by the capture's result keys, so never stale). `info`: the capture's row, when
+    the caller has it already."""
     stat, scope, hook = _word(Stat, stat, "statistic"), _word(Scope, scope, "scope"), _word(HookPoint, hook, "hook")
-    info = capture_info(store=store, checkpoint=checkpoint, hook=hook)
-    out = np.full((info["n_layers"], info["n_neurons"]), np.nan)
-    for r in queries.scores(store, checkpoint, hook, stat, _objectives(info["regime"], scope)):
-        out[r["layer"], r["neuron"]] = r["score"]
+    info = info if info is not None else capture_info(store=store, checkpoint=checkpoint, hook=hook)
+    objectives = _objectives(info["regime"], scope)
+    out = store.cache.get(_score_key(info, stat, objectives, hook),
+                          lambda: _compute_scores(store, info, stat, objectives, hook))
     if stat == Stat.C and np.isnan(out).all():
         raise Invalid("this capture has no change statistic (no base model was given)")
     return out
 
 
 def select_top(*, store: StatsStore, checkpoint: str, p: float, stat: Stat = Stat.A, scope: Scope = Scope.own,
-               hook: HookPoint = HookPoint.down_proj_input) -> sel.Selection:
+               hook: HookPoint = HookPoint.down_proj_input, info: dict[str, Any] | None = None) -> sel.Selection:
     """Top-p% of the score array by `workers.neurons.selection.top_percent`; ties reported as selected beyond
-    what p% and interpolation explain."""
+    what p% and interpolation explain. The selection (its mask read-only) is cached beside the scores."""
     if not (math.isfinite(p) and 0 <= p <= 100):
         raise Invalid(f"p must be a percentage within [0, 100], got {p}")
+    stat, scope, hook = _word(Stat, stat, "statistic"), _word(Scope, scope, "scope"), _word(HookPoint, hook, "hook")
+    info = info if info is not None else capture_info(store=store, checkpoint=checkpoint, hook=hook)
+    scores = score_array(store=store, checkpoint=checkpoint, stat=stat, scope=scope, hook=hook, info=info)
     try:
-        return sel.top_percent(score_array(store=store, checkpoint=checkpoint, stat=stat, scope=scope, hook=hook), p)
+        return store.cache.get(("top", _score_key(info, stat, _objectives(info["regime"], scope), hook), float(p)),
+                               lambda: sel.top_percent(scores, p))
     except ValueError as exc:  # NaN scores: a capture with missing statistics
         raise Invalid(f"cannot select from checkpoint {checkpoint!r}: {exc}") from exc
+
+
+def _regime_captures(captures: list[dict[str, Any]], seed: int, hook: HookPoint) -> dict[Regime, dict[str, Any]]:
+    out: dict[Regime, dict[str, Any]] = {}
+    for c in captures:
+        if c["seed"] == seed and c["hook"] == hook and c["regime"] in REGIMES:
+            out.setdefault(Regime(c["regime"]), c)
+    return out
 
 
 def find_regime_checkpoints(*, store: StatsStore, db: Database, base_model: str, seed: int,
                             hook: HookPoint) -> dict[Regime, str]:
     """The captured helpful, harmless and mixed checkpoints of one base model and seed (first of each)."""
-    out: dict[Regime, str] = {}
-    for c in list_captures(store=store, db=db, base_model=base_model):
-        if c.seed == seed and c.hook == hook and c.regime in REGIMES:
-            out.setdefault(Regime(c.regime), c.checkpoint)
-    return out
+    captured = _captures_with_seeds(store=store, db=db, base_model=base_model)
+    return {r: c["checkpoint"] for r, c in _regime_captures(captured, seed, hook).items()}
 
 
-def base_model_shape(*, store: StatsStore, base_model: str, hook: HookPoint) -> tuple[int, int]:
+def _sorted_finite(scores: np.ndarray) -> np.ndarray:
+    return np.sort(scores[np.isfinite(scores)])
+
+
+def base_model_captures(*, store: StatsStore, db: Database, base_model: str) -> list[dict[str, Any]]:
+    """A base model's capture rows (every hook) with result keys and seeds, for a page to look them up once
+    and hand to `base_model_shape`, `neuron_detail` and `neuron_ranks`."""
+    return _captures_with_seeds(store=store, db=db, base_model=base_model)
+
+
+def base_model_shape(*, store: StatsStore, base_model: str, hook: HookPoint,
+                     captures: list[dict[str, Any]] | None = None) -> tuple[int, int]:
     """(n_layers, n_neurons) of a base model's captures at one hook; 404 when none is stored."""
-    rows = queries.captures(store, base_model)
+    rows = captures if captures is not None else _capture_rows(store, base_model)
     at_hook = [r for r in rows if r["hook"] == hook]
     if not at_hook:
-        hooks = sorted({r["hook"] for r in rows})
+        hooks = sorted({r["hook"] for r in rows if r["hook"] is not None})
         extra = f" (captured hooks: {', '.join(hooks)})" if hooks else ""
         raise NotFound(f"no neuron capture of base model {base_model!r} at hook {str(hook)!r}{extra}")
     return max(int(r["n_layers"]) for r in at_hook), max(int(r["n_neurons"]) for r in at_hook)
@@ -141,10 +218,14 @@ def base_model_shape(*, store: StatsStore, base_model: str, hook: HookPoint) -> 
 # -- overlap --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Overlap:
-    """The overlap numbers (as served by the API) and the masks behind them, keyed by overlap part."""
+    """The overlap numbers (as served by the API) and the masks behind them, keyed by overlap part, and the
+    capture rows of the three RMs (to fetch their other scores without looking them up again)."""
 
     summary: OverlapOut
     masks: dict[OverlapPart, Mask]
+    captures: dict[Regime, dict[str, Any]]
+    key: tuple[Any, ...]
+    """What the overlap depends on (the three score arrays' keys and the view), for values derived from it."""
 
 
 def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: float = 10.0, stat: Stat = Stat.A,
@@ -153,12 +234,21 @@ def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: floa
     """H, R, M top-p% sets and how they overlap: Jaccards, three-way, per layer, against chance."""
     stat, hook = _word(Stat, stat, "statistic"), _word(HookPoint, hook, "hook")
     shared = _word(SharedMode, shared, "shared mode")
-    cks = find_regime_checkpoints(store=store, db=db, base_model=base_model, seed=seed, hook=hook)
-    missing = set(REGIMES) - set(cks)
+    found = _regime_captures(_captures_with_seeds(store=store, db=db, base_model=base_model), seed, hook)
+    missing = set(REGIMES) - set(found)
     if missing:
         raise NotFound(f"{base_model} seed {seed}: no capture for the {', '.join(sorted(missing))} RM(s)")
-    cks = {r: cks[r] for r in REGIMES}
-    sets = {r: select_top(store=store, checkpoint=cks[r], p=p, stat=stat, hook=hook) for r in REGIMES}
+    infos = {r: found[r] for r in REGIMES}
+    cks = {r: infos[r]["checkpoint"] for r in REGIMES}
+    sets = {r: select_top(store=store, checkpoint=cks[r], p=p, stat=stat, hook=hook, info=infos[r]) for r in REGIMES}
+    key = ("overlap", *(_score_key(infos[r], stat, _objectives(r, Scope.own), hook) for r in REGIMES), float(p),
+           str(shared), base_model, seed)
+    summary, masks = store.cache.get(key, lambda: _overlap(base_model, p, stat, seed, hook, shared, cks, sets))
+    return Overlap(summary=summary, masks=masks, captures=infos, key=key)
+
+
+def _overlap(base_model: str, p: float, stat: Stat, seed: int, hook: HookPoint, shared: SharedMode,
+             cks: dict[Regime, str], sets: dict[Regime, sel.Selection]) -> tuple[OverlapOut, dict[OverlapPart, Mask]]:
     H, R, M = (sets[r].mask for r in REGIMES)
     parts = sel.specific_and_shared(H, R, mode=shared)
     masks: dict[OverlapPart, Mask] = {OverlapPart.helpful: H, OverlapPart.harmless: R, OverlapPart.mixed: M,
@@ -178,35 +268,44 @@ def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: floa
                      M_only=int((M & ~H & ~R).sum()), HR_only=int((H & R & ~M).sum()),
                      HM_only=int((H & M & ~R).sum()), RM_only=int((R & M & ~H).sum()), HRM=int((H & R & M).sum())),
         n_layers=int(H.shape[0]), n_neurons=int(H.shape[1]))
-    return Overlap(summary=summary, masks=masks)
+    return summary, masks
 
 
 # -- one neuron ------------------------------------------------------------------------------------------
 def neuron_detail(*, store: StatsStore, base_model: str, layer: int, index: int,
-                  hook: HookPoint = HookPoint.down_proj_input) -> dict[str, list[dict[str, Any]]]:
+                  hook: HookPoint = HookPoint.down_proj_input,
+                  captures: list[dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
     """One neuron's statistics in every captured RM of the base model at one hook, and its top examples
-    (matched to their capture through the result key)."""
-    return {"stats": queries.neuron_stats(store, base_model, hook, layer, index),
-            "examples": queries.neuron_examples(store, base_model, hook, layer, index)}
+    (matched to their capture through the result key). `captures`: the base model's capture rows, when the
+    caller has them already."""
+    rows = [c for c in (captures if captures is not None else _capture_rows(store, base_model)) if c["hook"] == hook]
+    keys = sorted({k for c in rows for k in c["result_keys"]})
+    return {"stats": queries.neuron_stats(store, keys, base_model, hook, layer, index),
+            "examples": queries.neuron_examples(store, {k: c["regime"] for c in rows for k in c["result_keys"]},
+                                                layer, index)}
 
 
 def neuron_ranks(*, store: StatsStore, db: Database, base_model: str, layer: int, index: int, stat: Stat,
-                 hook: HookPoint) -> list[dict[str, Any]]:
-    """Where one neuron ranks in each captured RM by its own-objective score S: S and its percentile."""
+                 hook: HookPoint, captures: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Where one neuron ranks in each captured RM by its own-objective score S: S and its percentile.
+    `captures`: the base model's capture rows with seeds (`base_model_captures`), when the caller has them."""
     ranks = []
-    for c in list_captures(store=store, db=db, base_model=base_model):
-        if c.hook != hook:
+    rows = captures if captures is not None else _captures_with_seeds(store=store, db=db, base_model=base_model)
+    for c in rows:
+        if c["hook"] != hook:
             continue
         try:
-            s = score_array(store=store, checkpoint=c.checkpoint, stat=stat, hook=hook)
+            s = score_array(store=store, checkpoint=c["checkpoint"], stat=stat, hook=hook, info=c)
         except AppError:
             continue
         if layer >= s.shape[0] or index >= s.shape[1]:
             continue
         v = float(s[layer, index])
-        finite = s[np.isfinite(s)]
-        pct = float((finite < v).sum() / finite.size * 100) if finite.size and math.isfinite(v) else None
-        ranks.append({"regime": c.regime, "checkpoint": c.checkpoint, "seed": c.seed,
+        # the share of the capture's neurons that score below this one, by bisection of its sorted scores
+        ranked = store.cache.get(("sorted", score_key(c, stat, Scope.own, hook)), functools.partial(_sorted_finite, s))
+        pct = float(np.searchsorted(ranked, v, side="left") / ranked.size * 100) \
+            if ranked.size and math.isfinite(v) else None
+        ranks.append({"regime": c["regime"], "checkpoint": c["checkpoint"], "seed": c["seed"],
                       "score": v if math.isfinite(v) else None, "percentile": pct})
     return ranks
 

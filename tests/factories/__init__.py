@@ -23,6 +23,15 @@ def ingest_result(services: Services, kind: JobKind, tables: dict[type[ResultRow
                   params: dict[str, Any] | None = None, summary: dict[str, Any] | None = None,
                   result_key: str | None = None, checkpoint: str | None = None) -> str:
     """Store `tables` as one finished job of `kind` (job row, run row, DuckDB rows); returns its result key."""
+    return ingest_tables(services, kind, {model.TABLE: rows_table(model, rows) for model, rows in tables.items()},
+                         params=params, summary=summary, result_key=result_key, checkpoint=checkpoint)
+
+
+def ingest_tables(services: Services, kind: JobKind, tables: dict[str, Any], *,
+                  params: dict[str, Any] | None = None, summary: dict[str, Any] | None = None,
+                  result_key: str | None = None, checkpoint: str | None = None) -> str:
+    """`ingest_result` for columnar data: `tables` maps a result table's name to an Arrow table already in its
+    row model's schema (`workers.jobs.io.arrow_schema`), for results too large to build row by row."""
     import io
 
     import pyarrow.parquet as pq
@@ -34,12 +43,12 @@ def ingest_result(services: Services, kind: JobKind, tables: dict[type[ResultRow
     store = services.settings.artifact_store_client()
     prefix = job_key(job_id)
     written = []
-    for model, rows in tables.items():
+    for name, table in tables.items():
         buf = io.BytesIO()
-        pq.write_table(rows_table(model, rows), buf)
-        table_key = f"{prefix}/{model.TABLE}.parquet"
+        pq.write_table(table, buf)
+        table_key = f"{prefix}/{name}.parquet"
         store.write_bytes(table_key, buf.getvalue())
-        written.append(ResultTable(table=model.TABLE, key=table_key, rows=len(rows)))
+        written.append(ResultTable(table=name, key=table_key, rows=table.num_rows))
     manifest = ResultManifest(job_id=job_id, kind=kind, result_key=key, tables=written, summary=summary or {},
                               checkpoint=checkpoint)
     services.store.ingest(manifest, store, prefix)

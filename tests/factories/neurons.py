@@ -101,3 +101,48 @@ def add_three_regimes(services: Services, *, base_model: str = MODEL, seed: int 
     return {str(r): add_capture(services, regime=r, base_model=base_model, seed=seed, hook=hook, shape=shape,
                                 rng_seed=17 * seed + i, shared=shared, example_neurons=example_neurons)
             for i, r in enumerate(REGIMES)}
+
+
+# -- large captures, built columnar ----------------------------------------------------------------------------
+def stat_table(checkpoint: str, regime: str, *, base_model: str = MODEL, hook: str = HookPoint.down_proj_input,
+               shape: tuple[int, int] = SHAPE, rng_seed: int = 0, shared: np.ndarray | None = None) -> Any:
+    """`stat_rows` as an Arrow table built from numpy (same columns, same kind of values), for captures of
+    tens of thousands of neurons that row-by-row dicts would make slow."""
+    import pyarrow as pa
+
+    from workers.jobs.io import arrow_schema
+
+    rng = np.random.default_rng(rng_seed)
+    n = shape[0] * shape[1]
+    layer, neuron = (a.ravel().astype(np.int64) for a in np.indices(shape))
+    base = (shared if shared is not None else np.zeros(shape)).ravel()
+    blocks = []
+    for o, objective in enumerate(OBJECTIVES):
+        for s, side in enumerate(Side):
+            mean = base + rng.normal(0.0, 1.0, n) + 0.3 * o - 0.2 * s
+            change = rng.gamma(2.0, 0.5, n)
+            text = {"checkpoint": checkpoint, "base_model": base_model, "regime": regime, "hook": str(hook),
+                    "objective": str(objective), "side": str(side)}
+            cols = {**{k: pa.array([v] * n, pa.string()) for k, v in text.items()},
+                    "layer": layer, "neuron": neuron, "mean": mean, "mean_sq_change": change,
+                    "frac_pos": rng.uniform(0.05, 0.95, n), "var": change * 2, "max": np.abs(mean) * 3 + 1,
+                    "n_tokens": int(rng.integers(40, 400)) + layer}
+            blocks.append(pa.table(cols, schema=arrow_schema(NeuronStatRow)))
+    return pa.concat_tables(blocks)
+
+
+def add_large_three_regimes(services: Services, *, shape: tuple[int, int], base_model: str = "large-model",
+                            seed: int = 0) -> dict[str, tuple[str, Any]]:
+    """Captured helpful, harmless and mixed RMs of a large shape, ingested for real from columnar tables;
+    returns {regime: (checkpoint, its neuron_stats Arrow table)}."""
+    from tests.factories import ingest_tables
+
+    shared = 1.5 * np.random.default_rng(2000 + seed).normal(0.0, 1.0, shape)
+    out = {}
+    for i, regime in enumerate(REGIMES):
+        ck = add_checkpoint(services, base_model=base_model, regime=str(regime), seed=seed)
+        table = stat_table(ck, str(regime), base_model=base_model, shape=shape, rng_seed=31 * seed + i, shared=shared)
+        ingest_tables(services, JobKind.capture, {NeuronStatRow.TABLE: table}, checkpoint=ck,
+                      params={"checkpoint": ck, "base_model": base_model, "hook": str(HookPoint.down_proj_input)})
+        out[str(regime)] = (ck, table)
+    return out

@@ -10,35 +10,26 @@ one the workers' experiments use too. Fast and torch-free: no app, no training.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from app.core.errors import Invalid
+from app.core.store import StatsStore
 from app.neurons import service
+from workers.contract.artifacts import ResultManifest, ResultTable
 from workers.neurons import selection as sel
+from workers.storage import ArtifactStore
 
-SCHEMA = ("CREATE TABLE neuron_stats (result_key VARCHAR, checkpoint VARCHAR, base_model VARCHAR, regime VARCHAR,"
-          " hook VARCHAR, objective VARCHAR, side VARCHAR, layer INTEGER, neuron INTEGER, mean DOUBLE,"
-          " mean_sq_change DOUBLE, frac_pos DOUBLE, n_tokens BIGINT)")
 STAT_COLUMN = {"A": "mean", "C": "mean_sq_change", "P": "frac_pos"}
 PERCENTS = (0.0, 0.5, 1.0, 2.5, 5.0, 10.0, 12.3, 20.0, 25.0, 33.3, 37.5, 50.0, 90.0, 99.9, 100.0)
 
 
-class _Store:
-    def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
-        self.conn = conn
-
-    def query(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        cur = self.conn.execute(sql, params or [])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-
-def _old_select_top(store: _Store, shape: tuple[int, int], p: float, stat: str, objs: list[str]) -> dict[str, Any]:
+def _old_select_top(store: StatsStore, shape: tuple[int, int], p: float, stat: str, objs: list[str]) -> dict[str, Any]:
     """The DuckDB implementation `select_top` had before it called `top_percent` (verbatim SQL and logic)."""
     mask = np.zeros(shape, dtype=bool)
     requested = sel.requested_count(shape[0] * shape[1], p)
@@ -61,11 +52,9 @@ def _old_select_top(store: _Store, shape: tuple[int, int], p: float, stat: str, 
     return {"mask": mask, "threshold": theta, "requested": requested, "selected": selected, "tied": tied}
 
 
-def _store(rng: np.random.Generator, kind: int) -> tuple[_Store, tuple[int, int]]:
-    """A mixed-regime RM's `neuron_stats` rows (both objectives, both sides) with seeded scores."""
+def _store(rng: np.random.Generator, kind: int, root: Path) -> tuple[StatsStore, tuple[int, int]]:
+    """A mixed-regime RM's `neuron_stats` rows (both objectives, both sides) with seeded scores, ingested."""
     shape = (int(rng.integers(1, 5)), int(rng.integers(1, 200)))
-    conn = duckdb.connect()
-    conn.execute(SCHEMA)
     cols: dict[str, list[Any]] = {}
     layer, neuron = (a.ravel().tolist() for a in np.indices(shape))
     for objective in ("helpful", "harmless"):
@@ -77,7 +66,7 @@ def _store(rng: np.random.Generator, kind: int) -> tuple[_Store, tuple[int, int]
             else:  # rounded: some ties
                 a = np.round(rng.normal(size=shape), 2)
             n = a.size
-            part = {"result_key": ["rk"] * n, "checkpoint": ["ck"] * n, "base_model": ["tiny-bert"] * n,
+            part = {"checkpoint": ["ck"] * n, "base_model": ["tiny-bert"] * n,
                     "regime": ["mixed"] * n, "hook": ["down_proj_input"] * n, "objective": [objective] * n,
                     "side": [side] * n, "layer": layer, "neuron": neuron, "mean": a.ravel().tolist(),
                     "mean_sq_change": rng.exponential(size=n).tolist(),
@@ -85,17 +74,21 @@ def _store(rng: np.random.Generator, kind: int) -> tuple[_Store, tuple[int, int]
                     "n_tokens": [int(rng.integers(1, 50))] * n}
             for k, v in part.items():
                 cols.setdefault(k, []).extend(v)
-    conn.register("rows_in", pa.table(cols))
-    conn.execute("INSERT INTO neuron_stats SELECT * FROM rows_in")
-    return _Store(conn), shape
+    (root / "jobs" / "j").mkdir(parents=True)
+    pq.write_table(pa.table(cols), root / "jobs" / "j" / "stats.parquet")
+    store = StatsStore(":memory:")
+    store.ingest(ResultManifest(job_id="j", kind="capture", result_key="rk", tables=[
+        ResultTable(table="neuron_stats", key="jobs/j/stats.parquet", rows=len(cols["layer"]))]),
+        ArtifactStore(root), "jobs/j")
+    return store, shape
 
 
 @pytest.mark.parametrize("kind", [0, 1, 2])
-def test_select_top_equals_the_former_duckdb_selection(kind: int) -> None:
+def test_select_top_equals_the_former_duckdb_selection(kind: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(kind)
     rounding_cases = 0
-    for _ in range(4):
-        store, shape = _store(rng, kind)
+    for i in range(4):
+        store, shape = _store(rng, kind, tmp_path / str(i))
         for stat in ("A", "C", "P"):
             for scope, objs in (("own", ["helpful", "harmless"]), ("helpful", ["helpful"])):
                 scores = service.score_array(store=store, checkpoint="ck",  # type: ignore[arg-type]
@@ -119,8 +112,8 @@ def test_select_top_equals_the_former_duckdb_selection(kind: int) -> None:
     assert rounding_cases <= 2  # rare: a handful of the 360 selections of this test at most
 
 
-def test_select_top_refuses_bad_p_and_missing_statistics() -> None:
-    store, _ = _store(np.random.default_rng(9), 0)
+def test_select_top_refuses_bad_p_and_missing_statistics(tmp_path: Path) -> None:
+    store, _ = _store(np.random.default_rng(9), 0, tmp_path)
     with pytest.raises(Invalid, match="p must be"):
         service.select_top(store=store, checkpoint="ck", p=101.0)  # type: ignore[arg-type]
     store.conn.execute("UPDATE neuron_stats SET frac_pos = NULL WHERE layer = 0 AND neuron = 0")
