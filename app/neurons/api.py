@@ -19,9 +19,13 @@ from app.neurons.schemas import (
     Percent,
     ScoresOut,
 )
+from workers.contract.jobs import MAX_LAYERS, MAX_SEED
 from workers.contract.vocab import HookPoint, Regime, Scope, SharedMode, Stat
 
 router = APIRouter(tags=["neurons"])
+
+Seed = Annotated[int, Query(ge=0, le=MAX_SEED)]
+Layer = Annotated[int | None, Query(gt=-MAX_LAYERS, lt=MAX_LAYERS, description="one layer (404 outside the capture)")]
 
 
 @router.get("/api/neurons/captures")
@@ -32,7 +36,7 @@ def api_captures(store: StoreDep, db: DatabaseDep, base_model: str | None = None
 
 @router.get("/api/neurons/{base_model:path}/overlap")
 def api_overlap(store: StoreDep, db: DatabaseDep, base_model: str, p: Annotated[Percent, Query()] = 10.0,
-                stat: Stat = Stat.A, seed: int = 0, hook: HookPoint = HookPoint.down_proj_input,
+                stat: Stat = Stat.A, seed: Seed = 0, hook: HookPoint = HookPoint.down_proj_input,
                 shared: SharedMode = SharedMode.intersection) -> OverlapOut:
     """H, R, M top-p% sets of one base model and seed, and how they overlap (everything but raw masks)."""
     return service.compute_overlap(store=store, db=db, base_model=base_model, p=p, stat=stat, seed=seed, hook=hook,
@@ -41,8 +45,8 @@ def api_overlap(store: StoreDep, db: DatabaseDep, base_model: str, p: Annotated[
 
 @router.get("/api/neurons/{base_model:path}/scores")
 def api_scores(store: StoreDep, db: DatabaseDep, base_model: str, regime: Regime = Regime.mixed,
-               stat: Stat = Stat.A, scope: Scope = Scope.own, seed: int = 0,
-               hook: HookPoint = HookPoint.down_proj_input, layer: int | None = None,
+               stat: Stat = Stat.A, scope: Scope = Scope.own, seed: Seed = 0,
+               hook: HookPoint = HookPoint.down_proj_input, layer: Layer = None,
                checkpoint: str | None = None) -> ScoresOut:
     """Scores S of one RM of a base model ([layers][neurons], or one layer's list with `layer`): the
     base model's `regime` RM of `seed`, or the named `checkpoint`."""

@@ -431,7 +431,7 @@ def prepare_capture(services: Services, params: Any) -> str:
 
     ck = check_checkpoint(services, params.checkpoint)
     if params.base_model:
-        check_model(params.base_model)
+        params.base_model = check_model(params.base_model, roots=services.settings.data_roots)
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
     return f"{revision}:{ck.id}"
