@@ -17,11 +17,12 @@ class DatasetOut(BaseModel):
     objectives: list[Objective]
     subsets: list[str]
     source: str = Field(..., description="how a job's `dataset.source` names it: 'dataset:<id>'")
+    created_by: str = Field("local", description="who stored it first")
 
     @classmethod
     def of(cls, ds: Any) -> DatasetOut:
         return cls(id=ds.id, name=ds.name, format=ds.format, n_pairs=ds.n_pairs, objectives=ds.objectives,
-                   subsets=ds.subsets, source=f"dataset:{ds.id}")
+                   subsets=ds.subsets, source=f"dataset:{ds.id}", created_by=ds.created_by or "local")
 
 
 class DataRootOut(BaseModel):

@@ -33,6 +33,7 @@ class JobOut(BaseModel):
     log_tail: str
     error: str | None
     attempts: int
+    created_by: str = Field("local", description="who launched it (a user name; `local` in the one-person mode)")
     created_at: UtcDateTime
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None

@@ -72,9 +72,23 @@ def test_roles_viewer_reads_researcher_also_launches_and_jobs_record_their_creat
     assert refused.status_code == 403 and "viewer" in refused.json()["detail"]
     assert server.post("/api/shares", json={"target": "/results/abc"}, headers=_bearer(viewer)).status_code == 403
     job = server.post("/api/jobs", json=SCORE, headers=_bearer(researcher))
-    assert job.status_code == 202
+    assert job.status_code == 202 and job.json()["created_by"] == "rita"
     with _db(server).session() as s:
         assert s.get(Job, job.json()["id"]).created_by == "rita"
+    pair = b'{"prompt": "p", "chosen": "a", "rejected": "b", "objective": "helpful"}\n'
+    ds = server.post("/api/datasets", files={"file": ("d.jsonl", pair)}, data={"format": "canonical"},
+                     headers=_bearer(researcher))
+    assert ds.status_code == 201, ds.text
+    assert ds.json()["created_by"] == "rita"
+    from app.core.db import NeuronSet
+    from tests.factories.neurons import add_capture
+
+    cap = add_capture(server.app.state.services, regime="helpful")  # type: ignore[attr-defined]
+    named = server.post("/api/neuron-sets", json={"name": "s1", "checkpoint": cap.checkpoint},
+                        headers=_bearer(researcher))
+    assert named.status_code == 201, named.text
+    with _db(server).session() as s:
+        assert s.query(NeuronSet).one().created_by == "rita"
     assert server.get("/api/me", headers=_bearer(researcher)).json()["name"] == "rita"
 
 
