@@ -74,6 +74,12 @@ def scope_of(target: str) -> Scope:
     raise Invalid(f"target: {path[:200]!r} cannot be shared; share {SHAREABLE}")
 
 
+def is_shareable(path: str) -> bool:
+    """Whether a page at `path` can be shared (its "Share this view" button shows only then)."""
+    decoded = unquote(path)
+    return any(pattern.match(decoded) for pattern, _ in _TARGETS)
+
+
 Rule = Callable[[Database, Scope, "re.Match[str]", dict[str, str]], bool]
 
 

@@ -548,8 +548,9 @@ def test_queue_refuses_an_empty_or_bad_set(world: SimpleNamespace) -> None:
 
 def test_share_control_and_read_only_refusal(world: SimpleNamespace) -> None:
     c = world.client
-    assert 'id="share-button"' in c.get("/ablations").text
     target = f"/models/{MODEL}/dashboard?p=10&ck={world.checkpoints['mixed']}&part=helpful&probe_limit={PROBE}"
+    assert 'id="share-button"' in c.get(target).text  # a shareable view offers the button ...
+    assert 'id="share-button"' not in c.get("/ablations").text  # ... a listing of everything does not
     share = c.post("/api/shares", json={"target": target})
     assert share.status_code == 201
     token = share.json()["token"]
