@@ -33,6 +33,15 @@ def overall_rows(store: StatsStore, checkpoint_ids: list[str]) -> list[dict[str,
         f" WHERE subset = ? AND checkpoint IN {_in(checkpoint_ids)}", [OVERALL, *checkpoint_ids])
 
 
+def type_rows(store: StatsStore, checkpoint_ids: list[str]) -> list[dict[str, Any]]:
+    """Per evaluation, checkpoint and subset type: the item-weighted accuracy of that type's subsets."""
+    return store.query(
+        "SELECT result_key, checkpoint, subset_type, sum(accuracy * n_items) / sum(n_items) AS accuracy,"
+        " sum(n_items) AS n_items FROM eval_subsets"
+        f" WHERE subset <> ? AND accuracy IS NOT NULL AND n_items > 0 AND checkpoint IN {_in(checkpoint_ids)}"
+        " GROUP BY ALL", [OVERALL, *checkpoint_ids])
+
+
 def seed_summary(store: StatsStore, key: str) -> list[dict[str, Any]]:
     """Mean ± sample std over seeds, per regime and subset (the paper's reporting unit)."""
     return store.query(

@@ -26,14 +26,17 @@ class Out(BaseModel):
 
 
 class OverallAccuracy(Out):
-    """A checkpoint's overall accuracy (subset 'all') in one evaluation."""
+    """A checkpoint's accuracy in one evaluation: per subset type, their mean (the headline: one number that
+    weighs helpful and harmless alike), and the item-weighted overall (subset 'all', with its CI)."""
 
     result_key: str
     checkpoint: str
-    accuracy: float | None
+    accuracy: float | None = Field(None, description="item-weighted over every test item: favours the larger type")
     ci_lo: float | None
     ci_hi: float | None
     n_items: int | None
+    by_type: dict[str, float] = Field(default_factory=dict, description="accuracy per subset type")
+    macro_accuracy: float | None = Field(None, description="mean of the per-type accuracies (the headline)")
 
 
 class CheckpointOut(Out):

@@ -207,9 +207,18 @@ def latest_accuracies(*, db: Database, store: StatsStore,
         return {}
     order = {r.result_key: i for i, r in enumerate(evaluation_runs(db=db, checkpoint_ids=checkpoint_ids))}
     rows = [r for r in queries.overall_rows(store, checkpoint_ids) if r["result_key"] in order]
+    types: dict[tuple[str, str], dict[str, float]] = {}
+    for t in queries.type_rows(store, checkpoint_ids):
+        if t["subset_type"] and t["accuracy"] is not None:
+            types.setdefault((t["result_key"], t["checkpoint"]), {})[t["subset_type"]] = float(t["accuracy"])
     out: dict[str, OverallAccuracy] = {}
     for row in sorted(rows, key=lambda r: order[r["result_key"]]):
-        out.setdefault(row["checkpoint"], OverallAccuracy.model_validate(finite(row)))
+        if row["checkpoint"] in out:
+            continue
+        by_type = dict(sorted(types.get((row["result_key"], row["checkpoint"]), {}).items()))
+        macro = sum(by_type.values()) / len(by_type) if by_type else None
+        out[row["checkpoint"]] = OverallAccuracy.model_validate(
+            {**finite(row), "by_type": by_type, "macro_accuracy": macro})
     return out
 
 

@@ -376,3 +376,25 @@ def test_real_jobs_api_pages_and_launch_forms(trained: Any) -> None:
     assert all(j["params"]["dataset"]["limit"] == 4 and j["params"]["preset"] == "demo" for j in jobs)
     for j in jobs:
         c.post(f"/api/jobs/{j['id']}/cancel")
+
+
+def test_runs_headline_is_the_per_type_mean_not_the_item_weighted_accuracy(client: TestClient,
+                                                                            seeded: dict[str, Any]) -> None:
+    """One number per RM weighs helpful and harmless alike; the item-weighted overall stays, muted."""
+    listed = {c["id"]: c for c in client.get("/api/lab/checkpoints").json()["checkpoints"]}
+    checked = 0
+    for ck, c in listed.items():
+        if not c["test"] or c["test"]["result_key"] != lab.FULL:
+            continue
+        mine = [s for s in seeded["subsets"] if s["checkpoint"] == ck and s["subset"] != lab.OVERALL]
+        by_type: dict[str, list[tuple[float, int]]] = {}
+        for s in mine:
+            by_type.setdefault(s["subset_type"], []).append((s["accuracy"], s["n_items"]))
+        want = {t: sum(a * n for a, n in v) / sum(n for _, n in v) for t, v in by_type.items()}
+        assert c["test"]["by_type"] == pytest.approx(want)
+        assert c["test"]["macro_accuracy"] == pytest.approx(sum(want.values()) / len(want))
+        assert c["test"]["accuracy"] == pytest.approx(_row(seeded, ck, lab.OVERALL)["accuracy"])
+        checked += 1
+    assert checked >= 5
+    page = client.get("/lab/runs").text
+    assert "per-type mean" in page and 'class="num macro-acc"' in page
