@@ -115,6 +115,13 @@ def _part_lists(base_model: str, masks: dict[OverlapPart, np.ndarray], hook: Hoo
     return out
 
 
+def _captured_hooks(store: Any, db: Any, base_model: str, current: str) -> list[str]:
+    """The hooks this model has a capture at (the current one too, so its page can say what is missing):
+    a hook without a capture is not offered as if it had one."""
+    have = {str(c.hook) for c in service.list_captures(store=store, db=db, base_model=base_model)}
+    return [str(h) for h in HookPoint if str(h) in have or str(h) == current]
+
+
 def _serialised(spec: dict[str, Any]) -> tuple[Markup, dict[str, Any]]:
     """A figure spec as the JSON its page embeds (escaped for a <script> block, as Jinja's `tojson`), and
     its `sample` (what the page says about the drawing)."""
@@ -126,8 +133,10 @@ def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: st
               stat: str = Stat.A, seed: str = "0", shared: str = SharedMode.intersection, hook: str = DEFAULT_HOOK,
               scatter: str = ScatterMode.single) -> Response:
     raw = {"p": p, "stat": stat, "seed": seed, "shared": shared, "hook": hook, "scatter": scatter}
+    hooks = _captured_hooks(store, db, base_model, hook)
     form: dict[str, Any] = {"view": dict(raw), "stats": STAT_NAMES, "shared_modes": SHARED_MODE_NAMES,
-                            "hooks": list(HookPoint), "scatter_modes": SCATTER_MODE_NAMES,
+                            "hooks": hooks, "uncaptured": [str(h) for h in HookPoint if str(h) not in hooks],
+                            "scatter_modes": SCATTER_MODE_NAMES,
                             "action": f"/models/{_model_path(base_model)}/dashboard"}
     try:
         view = DashboardView.parse(**raw)
@@ -209,7 +218,8 @@ def neuron_page(request: Request, store: StoreDep, db: DatabaseDep, model: str, 
     for e in detail["examples"]:
         examples.setdefault((e["regime"] or "?", e["objective"], e["side"]), []).append(e)
     return _page(request, "neuron.html", model=model, layer=layer, index=index, n_layers=n_layers,
-                 n_neurons=n_neurons, stat=stat, stats_names=STAT_NAMES, hook=hook, hooks=list(HookPoint),
+                 n_neurons=n_neurons, stat=stat, stats_names=STAT_NAMES, hook=hook,
+                 hooks=_captured_hooks(store, db, model, hook),
                  rows=detail["stats"], ranks=ranks,
                  examples=[{"regime": k[0], "objective": k[1], "side": k[2], "entries": v}
                            for k, v in examples.items()],

@@ -498,3 +498,16 @@ def test_read_only_share_of_the_dashboard_hides_changes(world: SimpleNamespace) 
     refused = c.post("/api/neuron-sets", params={"share": token},
                      json={"name": "via-share", "base_model": MODEL, "part": "shared"})
     assert refused.status_code == 403
+
+
+def test_the_hook_menu_offers_only_captured_hooks(client: TestClient) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    add_three_regimes(services)  # down_proj_input only
+    html = client.get(f"/models/{MODEL}/dashboard").text
+    menu = re.search(r'<select name="hook">(.*?)</select>', html, re.S)
+    assert menu and re.findall(r"<option[^>]*>([^<]+)</option>", menu.group(1)) == ["down_proj_input"]
+    assert re.search(r'id="uncaptured-hooks"[^>]*>no capture yet at: act_output', html)
+    add_three_regimes(services, hook="act_output")
+    html = client.get(f"/models/{MODEL}/dashboard").text
+    menu = re.search(r'<select name="hook">(.*?)</select>', html, re.S)
+    assert menu and len(re.findall(r"<option", menu.group(1))) == 2 and 'id="uncaptured-hooks"' not in html
