@@ -48,6 +48,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "app.datasets.pages",
     "app.scoring.pages",
     "app.shares.pages",
+    "app.web.glossary",
 )
 
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -317,13 +318,23 @@ def _is_subset(r: dict[str, Any]) -> bool:
     return str(r["grp"]).startswith(SUBSET_PREFIX)
 
 
+def normalised_is_meaningful(row: dict[str, Any]) -> bool:
+    """(acc − 50) / (acc₀ − 50) only means something when acc₀ is above chance by more than its 95% CI
+    half-width (normal approximation over the row's items); near or below 50% it explodes or flips sign."""
+    acc0, n = row.get("acc0"), row.get("n_items")
+    if acc0 is None or not n or acc0 != acc0:
+        return False
+    half = 1.96 * math.sqrt(max(acc0 * (1 - acc0), 1e-12) / n)
+    return bool(acc0 - 0.5 > half)
+
+
 def experiment_view(rows: list[dict[str, Any]], experiment: str, run: dict[str, Any] | None) -> dict[str, Any]:
     """The tables one result page shows, by experiment (rows as stored)."""
     alls = [r for r in rows if r["grp"] == ALL_ITEMS]
     if experiment == Experiment.A:
         return {"random": random_summary(rows), "methods": sorted({r["condition"] for r in alls} - {RANDOM}),
-                "score_rows": sorted((r for r in alls if r["condition"] != RANDOM),
-                                     key=lambda r: (r["condition"], float(r["p"]))),
+                "score_rows": sorted(({**r, "normalised_ok": normalised_is_meaningful(r)} for r in alls
+                                      if r["condition"] != RANDOM), key=lambda r: (r["condition"], float(r["p"]))),
                 "random_rows": sorted((r for r in alls if r["condition"] == RANDOM),
                                       key=lambda r: (float(r["p"]), r["seed"] if r["seed"] is not None else -1))}
     if experiment == Experiment.B:

@@ -133,7 +133,7 @@ class AccessMiddleware:
         path = request.url.path
         if request.method not in ("GET", "HEAD"):
             raise Forbidden("read-only share link: changes (launching jobs, uploads, edits) are refused")
-        if not path.startswith(("/static/", "/healthz", shares.PREFIX)):
+        if not path.startswith(("/static/", "/healthz", "/glossary", shares.PREFIX)):
             why = share_scope.refusal(db, shares.scope(link), link.target, path, request.url.query)
             if why:
                 raise Forbidden(why)

@@ -1,0 +1,45 @@
+"""The glossary: each term the figures use, defined once (here), and linked from every figure that uses it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.web.templating import render
+
+router = APIRouter(include_in_schema=False)
+
+TERMS: tuple[tuple[str, str, str], ...] = (
+    ("A", "magnitude A",
+     "The mean activation of a neuron over the tokens of a side (chosen or rejected responses); signed."),
+    ("C", "change C",
+     "The mean squared difference (a_RM − a_base)² between the reward model's activation and the pretrained "
+     "base model's on the same tokens: how much training moved the neuron."),
+    ("P", "probability P", "The fraction of tokens on which the neuron's activation is above 0."),
+    ("S", "score S", "S = (X_chosen + X_rejected) / 2 for X ∈ {A, C, P}: the statistic neurons are ranked by."),
+    ("theta", "threshold θ (top p%)",
+     "θ is the (100 − p)th percentile of S over every (layer, neuron) of the model jointly: one global threshold; "
+     "a neuron is selected when S ≥ θ. Ties at θ are all selected, so a set can be a little larger than p%."),
+    ("jaccard", "Jaccard",
+     "|A ∩ B| / |A ∪ B| of two sets: 1 when they are equal, 0 when disjoint. Used for neuron sets (H, R, M) and for "
+     "the sets of items two RMs get right."),
+    ("transferability", "transferability",
+     "Of the items that at least one single-objective RM gets right, the fraction the mixed RM also gets right: "
+     "|HH ∧ (HE ∨ HA)| / |HE ∨ HA| over per-item correctness (HH mixed, HE helpful, HA harmless RM). Undefined "
+     "(shown empty) when neither single RM gets any item right. The same definition is used on the comparison "
+     "page and in experiment C, before and after ablation."),
+    ("hypergeometric", "hypergeometric test",
+     "Whether two top-p% sets overlap more than chance: the probability, if the second set were drawn at random "
+     "from all neurons, of an overlap at least as large as the one seen."),
+    ("normalised-delta", "normalised Δ",
+     "(acc − 50) / (acc₀ − 50): the share of the above-chance accuracy that survives an ablation. Shown only when "
+     "acc₀ is above 50% by more than its CI half-width; near or below chance the ratio explodes or flips sign."),
+    ("macro", "per-type mean accuracy",
+     "The mean of the accuracies per subset type (helpful, harmless): the one number that stands for an RM, "
+     "weighing both objectives alike. The item-weighted accuracy over all items favours the type with more items."),
+)
+
+
+@router.get("/glossary", response_class=HTMLResponse)
+def glossary(request: Request) -> Response:
+    return render(request, "_shared/glossary.html", terms=TERMS)
