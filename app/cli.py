@@ -638,12 +638,62 @@ def datasets_list(as_json: bool = JSON, url: str = URL) -> None:
         typer.echo(_dataset_line(ds))
 
 
+@app.command("export")
+def export(checkpoint: str = typer.Argument(..., help="checkpoint id, or a unique prefix of one"),
+           directory: Path = typer.Argument(..., help="directory to write: new, or empty"),
+           as_json: bool = JSON) -> None:
+    """Write a checkpoint as a directory plain `transformers` loads and scores like this product: model,
+    tokenizer, README.md (how to score) and tension_export.json (base model, regime, seed). Operator command:
+    it reads the metadata database and artifact store of this machine's settings."""
+    import os
+    import subprocess
+
+    from sqlalchemy import select
+
+    from app.core.db import Checkpoint, Database
+    from app.core.migrate import upgrade_metadata
+    from workers.contract.artifacts import key_of
+
+    target = directory.expanduser().resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise typer.BadParameter(f"{directory} already exists and is not an empty directory", param_hint="'DIRECTORY'")
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade_metadata(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url)
+    try:
+        with db.session() as s:
+            exact = s.get(Checkpoint, checkpoint)
+            rows = [exact] if exact is not None else []
+            if exact is None and checkpoint:  # a prefix, as pages show ids
+                by_prefix = select(Checkpoint).where(Checkpoint.id.startswith(checkpoint, autoescape=True)).limit(2)
+                rows = list(s.scalars(by_prefix))
+            found = [(r.id, r.path) for r in rows]
+    finally:
+        db.dispose()
+    if len(found) != 1:
+        raise typer.BadParameter(f"{checkpoint!r} starts several checkpoint ids; give more of it" if found
+                                 else f"unknown checkpoint {checkpoint!r}", param_hint="'CHECKPOINT'")
+    ck_id, path = found[0]
+    command = [settings.python or sys.executable, "-m", "workers.export", str(target), "--checkpoint", ck_id,
+               "--key", key_of(path), "--store", settings.resolved_artifact_store]
+    typer.echo(f"exporting checkpoint {ck_id} to {target}", err=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]),
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, check=False)
+    if done.returncode != 0:
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+        _fail(errors[-1].removeprefix("error: ") if errors else
+              f"export failed (exit status {done.returncode}):\n{done.stderr[-3000:]}", 2 if errors else 1)
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    if as_json:
+        typer.echo(dumps(info))
+        return
+    typer.echo(f"exported {ck_id} ({info['base_model']}, regime {info['regime']}, seed {info['seed']}) to {target}; "
+               f"plain transformers matches the product's rewards to {info['verified']['max_abs_diff']:.1e}")
+
+
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
 
 
 def _operator_db():  # type: ignore[no-untyped-def]
@@ -743,3 +793,7 @@ def token(name: str = typer.Argument(..., help="the user whose token to rotate")
     finally:
         db.dispose()
     typer.echo(f"new API token for {name} (shown once; the old one no longer works):\n{new}")
+
+
+if __name__ == "__main__":
+    main()

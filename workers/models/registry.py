@@ -39,6 +39,7 @@ from workers.models.names import (
 )
 
 __all__ = [
+    "DECODER_INPUT_NAMES",
     "HEAD_INIT_STD",
     "REGISTERED_MODELS",
     "LoadedModel",
@@ -167,20 +168,31 @@ def _is_decoder(name: str) -> bool:
     return spec is not None and spec.is_decoder
 
 
+DECODER_INPUT_NAMES = ("input_ids", "attention_mask")
+
+
 def configure_tokenizer(tokenizer: Any, *, decoder: bool) -> Any:
     """Pad = EOS when missing; left truncation keeps the final turn; right padding; no token_type_ids.
 
-    Decoders never get token_type_ids (Llama's forward rejects them, GPT-2 would embed them), so tokenizer
-    output can be passed to any model as is.
+    Decoders never get token_type_ids (Llama's forward ignores them, GPT-2 ADDS their embedding, wte[0] for
+    all-zero ids, to every position), so tokenizer output can be passed to any model as is. The tiny models
+    share MiniLM's BERT tokenizer, which emits them by default.
+
+    The settings are also written into `init_kwargs`, which is what `save_pretrained` records in
+    tokenizer_config.json: a saved checkpoint loaded with plain `AutoTokenizer.from_pretrained` then pads,
+    truncates and names its inputs exactly as the product does (attributes set after construction alone
+    are not saved).
     """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.truncation_side = "left"
-    tokenizer.padding_side = "right"
+    settings: dict[str, Any] = {"truncation_side": "left", "padding_side": "right"}
     if decoder:
-        tokenizer.model_input_names = ["input_ids", "attention_mask"]
+        settings["model_input_names"] = list(DECODER_INPUT_NAMES)
+    for key, value in settings.items():
+        setattr(tokenizer, key, value)
+    tokenizer.init_kwargs.update(settings)
     return tokenizer
 
 

@@ -159,6 +159,21 @@ def test_tokenizer_alone() -> None:
     assert "token_type_ids" in load_tokenizer("tiny-bert")("a b")
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_saved_tokenizer_reloads_with_the_products_settings(load, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What `save_checkpoint` writes is what plain `AutoTokenizer.from_pretrained` gets: the tiny decoders share
+    MiniLM's BERT tokenizer, and its token_type_ids would be added to every position by GPT-2 (issue 11)."""
+    from transformers import AutoTokenizer
+
+    lm = load(name)
+    save_checkpoint(lm, tmp_path, {"seed": 0})
+    plain = AutoTokenizer.from_pretrained(str(tmp_path))
+    for attr in ("padding_side", "truncation_side", "model_input_names", "pad_token_id"):
+        assert getattr(plain, attr) == getattr(lm.tokenizer, attr), attr
+    assert ("token_type_ids" in plain("a b")) == (name == "tiny-bert")
+    assert json.loads((tmp_path / "config.json").read_text())["pad_token_id"] == plain.pad_token_id
+
+
 def test_unknown_and_unavailable_models(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnknownModelError, match="registered"):
         load_reward_model("definitely not a model", device="cpu")
