@@ -358,8 +358,8 @@ def local_dataset_files(kind: JobKind | str, values: Mapping[str, Any]) -> dict[
     return out
 
 
-def _upload(backend: Backend, path: Path, fmt: Any) -> str:
-    ds = backend.upload_dataset(path, str(_plain(fmt) or DatasetFormat.auto))
+def _upload(backend: Backend, path: Path, fmt: Any, objective: Any = None) -> str:
+    ds = backend.upload_dataset(path, str(_plain(fmt) or DatasetFormat.auto), objective=_plain(objective))
     typer.echo(f"uploaded {path.name}: {ds['n_pairs']} pairs as {ds['source']}", err=True)
     return str(ds["source"])
 
@@ -442,8 +442,8 @@ def _run_kind(kind: JobKind, values: dict[str, Any]) -> None:
     with _session(url) as backend:
         if files:
             for name, path in files.items():
-                fmt = values.get(name.removesuffix("source") + "format")  # the same dataset's --...-format
-                values[name] = _upload(backend, path, fmt)
+                prefix = name.removesuffix("source")  # the same dataset's --...-format and --...-objective
+                values[name] = _upload(backend, path, values.get(prefix + "format"), values.get(prefix + "objective"))
             params = build_params(kind, values)
         job = backend.submit(kind.value, params_json(params))
         _report(backend, job, as_json=as_json, wait=wait,

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app.core.db import Checkpoint, Dataset
 from app.core.errors import Invalid, NotFound
 from workers.contract.jobs import DatasetRef
+from workers.contract.vocab import Objective
 from workers.data.loaders import DatasetFormatError, dataset_revision, hub_dataset_id, load_dataset
 from workers.data.schema import PreferencePair
 from workers.models.names import UnknownModelError, check_model_name
@@ -47,13 +48,15 @@ def resolve_dataset(services: Services, ref: DatasetRef) -> DatasetRef:
             ds = s.get(Dataset, ref.source.split(":", 1)[1])
         if ds is None:
             raise NotFound(f"unknown dataset {ref.source!r}; upload it first (`tension datasets add FILE`)")
-        return ref.model_copy(update={"source": ds.path})
+        # one objective in the whole file: what the upload's objective option filled in, if it was needed
+        single = Objective(ds.objectives[0]) if len(ds.objectives) == 1 else None
+        return ref.model_copy(update={"source": ds.path, "objective": ref.objective or single})
     if ref.source.startswith("root:"):
         from app.datasets import service as datasets
 
         root, _, path = ref.source[5:].partition("/")
         ds = datasets.store_from_root(db=services.db, settings=services.settings, root=root, path=path,
-                                      fmt=ref.format)
+                                      fmt=ref.format, objective=ref.objective)
         return ref.model_copy(update={"source": ds.path})
     if ref.source.startswith("artifact:"):
         with services.db.session() as s:

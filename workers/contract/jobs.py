@@ -167,6 +167,8 @@ class DatasetRef(Params):
         "bundled", description="'bundled', 'hf:<dataset id>', 'dataset:<uploaded id>', 'root:<data root>/<path>' "
                                "or 'artifact:<key>'")
     format: DatasetFormat = DatasetFormat.auto
+    objective: Objective | None = Field(None, description="the objective of every pair whose record names none "
+                                                          "(TRL files, canonical files without one)")
     split: Split = Split.test
     objectives: list[Objective] = Field(default_factory=lambda: list(OBJECTIVES), min_length=1, max_length=8)
     subsets: list[Annotated[str, Field(max_length=300)]] | None = Field(None, max_length=1000)

@@ -63,11 +63,19 @@ class Side(Word):
 
 
 class DatasetFormat(Word):
+    """A dataset file's layout (workers/data/loaders.py); `auto` detects it from the records."""
+
     auto = "auto"
     canonical = "canonical"
     hh_rlhf = "hh-rlhf"
     rm_bench = "rm-bench"
     rewardbench = "rewardbench"
+    trl_implicit = "trl-implicit"
+    """TRL standard implicit prompt: `chosen` and `rejected` texts that each hold the prompt."""
+    trl_conversational = "trl-conversational"
+    """TRL conversational: `prompt`, `chosen` and `rejected` lists of {role, content} messages."""
+    trl_conversational_implicit = "trl-conversational-implicit"
+    """TRL conversational implicit prompt: `chosen` and `rejected` whole conversations that share a prompt."""
 
 
 class Device(Word):

@@ -1,12 +1,19 @@
 """Read preference pairs from any supported file or source, validating every record. Torch-free.
 
 Containers (sniffed from the bytes, not the file name): JSON Lines, a JSON list, either gzipped or
-not, and Parquet. Layouts (sniffed from the first record unless `fmt` names one):
+not, and Parquet. Layouts (sniffed from the records unless `fmt` names one):
 
 * ``canonical``  - the `PreferencePair` fields (`prompt`, `chosen`, `rejected`, `objective`, ...).
 * ``hh-rlhf``    - Anthropic HH-RLHF: `chosen` and `rejected` are full dialogues that share a prompt.
 * ``rm-bench``   - RM-Bench: `id`, `prompt`, and `chosen` / `rejected` lists of responses.
 * ``rewardbench`` - RewardBench: `prompt`, `chosen`, `rejected` strings and a `subset` name.
+* ``trl-implicit`` - TRL's standard implicit-prompt layout: `chosen` and `rejected` strings that hold the prompt.
+* ``trl-conversational`` - TRL's conversational layout: `prompt`, `chosen`, `rejected` lists of messages.
+* ``trl-conversational-implicit`` - the same without `prompt`: two whole conversations that share a prompt.
+
+TRL's standard explicit-prompt layout is the canonical one. How messages become text, and how an implicit
+prompt is split off, is in `workers.data.layouts`. With `fmt='auto'` every record's layout is sniffed: all must
+agree (a record that fits another layout is refused, naming both); errors name the layout detected.
 
 Every malformed input raises `DatasetFormatError` naming the file, the line (or row) and the problem.
 
@@ -34,6 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast, get_args
 
 from workers.contract.vocab import DatasetFormat
+from workers.data import layouts
+from workers.data.layouts import shape_name
+from workers.data.layouts import type_name as _type_name
 from workers.data.safe_json import MAX_JSON_DEPTH, JSONTooDeep, check_depth
 from workers.data.schema import OBJECTIVES, SPLITS, PreferencePair
 from workers.data.text import ASSISTANT, dialogue_prompt
@@ -484,6 +494,8 @@ class _Ctx:
     rm_bench_mode: str = "aligned"
     id_tag: str = ""
     quote: bool = True
+    note: str = ""
+    """Appended to a record's problems: the layout detected, when `fmt` was 'auto'."""
     skipped: list[tuple[int | None, str]] = field(default_factory=list)
     n_skipped: int = 0
 
@@ -499,24 +511,33 @@ class _Ctx:
         """' (record has keys: ...)', or nothing when the file's content may not be quoted."""
         return f" (record has keys: {_keys_hint(rec)})" if self.quote else ""
 
+    def shape_hint(self, rec: dict[str, Any]) -> str:
+        """The record's keys and their types ('chosen: list of objects, ...'), never a value; when the file's
+        content may not be quoted, only the keys a layout reads are named."""
+        if self.quote:
+            keys = sorted(map(str, rec))
+            shown = [f"{k}: {shape_name(rec[k])}" for k in keys[:12]] + (["..."] if len(keys) > 12 else [])
+        else:
+            mine = [k for k in ("prompt", "chosen", "rejected") if k in rec]
+            shown = [f"{k}: {shape_name(rec[k])}" for k in mine]
+            if (others := len(rec) - len(mine)) > 0:
+                shown.append(f"{others} other key{'s' if others > 1 else ''}")
+        return ", ".join(shown) or "no keys"
+
     def pair_id(self, subset: str, *parts: object) -> str:
         return "/".join([subset, *([self.id_tag] if self.id_tag else []), *map(str, parts)])
 
 
 #: Key names the layouts read: a message may always name these, they are this program's words.
 _KNOWN_KEYS = frozenset({"prompt", "chosen", "rejected", "objective", "subset", "split", "pair_id", "item_id",
-                         "source", "id", "domain", "\\n\\nAssistant:", *OBJECTIVES, *SPLITS})
+                         "source", "id", "domain", "\\n\\nAssistant:", "role", "content", *layouts.ROLES,
+                         *OBJECTIVES, *SPLITS})
 _QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"')
 
 
 def _redact(problem: str) -> str:
     """A message with every quoted value of the file replaced, for a file the requester did not send."""
     return _QUOTED.sub(lambda m: m.group() if m.group()[1:-1] in _KNOWN_KEYS else "'…'", problem)
-
-
-def _type_name(v: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(v), type(v).__name__)
 
 
 def _keys_hint(rec: dict[str, Any]) -> str:
@@ -587,19 +608,12 @@ def _hh(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair
             raise ctx.error(line, f"{name!r} has no '\\n\\nAssistant:' turn; not an HH-RLHF dialogue")
     # The prompt is the longest shared dialogue that ends where an Assistant turn begins. Usually the
     # two differ only in the final turn; in a few HH-RLHF records they diverge earlier.
-    shared = os.path.commonprefix([chosen, rejected])
-    idx = chosen.rfind(ASSISTANT, 0, len(shared))
-    if idx < 0:
+    split = layouts.split_transcripts(chosen, rejected)
+    if split is None:
         raise ctx.error(line, "'chosen' and 'rejected' differ before their first Assistant turn "
                               "(they do not share a prompt)")
-    prompt = chosen[:idx]
-    resp_c = _drop_space(chosen[idx + len(ASSISTANT):])
-    resp_r = _drop_space(rejected[idx + len(ASSISTANT):])
-    if not resp_c.strip() or not resp_r.strip():
-        ctx.skip(line, "a final assistant turn is empty")
-        return []
-    if resp_c == resp_r:
-        ctx.skip(line, "chosen and rejected are identical")
+    prompt, resp_c, resp_r = split
+    if _skipped(resp_c, resp_r, line, ctx):
         return []
     hh_dir = next((d for d in _HH_DIRS if d in ctx.name_hint), None)
     subset = ctx.subset or f"hh-rlhf/{hh_dir or 'harmless-base'}"
@@ -610,8 +624,16 @@ def _hh(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair
                            split=ctx.split or hash_split(prompt))]
 
 
-def _drop_space(s: str) -> str:
-    return s[1:] if s.startswith(" ") else s
+def _skipped(chosen: str, rejected: str, line: int | None, ctx: _Ctx) -> bool:
+    """Skip (and count) a pair split off whole dialogues with an empty or no difference: real HH-RLHF data has
+    a few, so they are passed over, not refused."""
+    if not chosen.strip() or not rejected.strip():
+        ctx.skip(line, "a final assistant turn is empty")
+        return True
+    if chosen == rejected:
+        ctx.skip(line, "chosen and rejected are identical")
+        return True
+    return False
 
 
 def _str_list(rec: dict[str, Any], key: str, line: int | None, ctx: _Ctx) -> list[str]:
@@ -669,22 +691,89 @@ def _rewardbench(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[Prefe
                            split=ctx.split or hash_split(prompt))]
 
 
+def _trl_pair(prompt: str, chosen: str, rejected: str, line: int | None, ctx: _Ctx, layout: str
+              ) -> list[PreferencePair]:
+    """A pair of a TRL layout: TRL names no objective (`objective=` gives it), subset, split or id.
+
+    The split is `hash_split(prompt)`; a pair whose prompt could not be told ('' from `trl-implicit`) is split
+    on its own two texts instead (still 80/20, but not prompt-disjoint), never all into one split.
+    """
+    if ctx.objective is None:
+        raise ctx.error(line, f"a {layout} record names no objective; pass objective='helpful' or 'harmless' "
+                              "for the file (the upload's objective option)")
+    subset = ctx.subset or "custom"
+    return [PreferencePair(pair_id=ctx.pair_id(subset, line), prompt=prompt, chosen=chosen, rejected=rejected,
+                           objective=ctx.objective, source="custom", subset=subset,
+                           split=ctx.split or hash_split(prompt or f"{chosen}\n\n{rejected}"))]
+
+
+def _trl_implicit(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair]:
+    chosen = _req_str(rec, "chosen", line, ctx, nonempty=True)
+    rejected = _req_str(rec, "rejected", line, ctx, nonempty=True)
+    prompt, resp_c, resp_r = layouts.split_transcripts(chosen, rejected) or ("", chosen, rejected)
+    if _skipped(resp_c, resp_r, line, ctx):
+        return []
+    return _trl_pair(prompt, resp_c, resp_r, line, ctx, DatasetFormat.trl_implicit)
+
+
+def _trl_conversational(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair]:
+    prompt, chosen, rejected = (layouts.messages(_req(rec, key, line, ctx), key)
+                                for key in ("prompt", "chosen", "rejected"))
+    return _trl_pair(layouts.render(prompt), layouts.render_response(chosen, "chosen"),
+                     layouts.render_response(rejected, "rejected"), line, ctx, DatasetFormat.trl_conversational)
+
+
+def _trl_conversational_implicit(rec: dict[str, Any], line: int | None, ctx: _Ctx) -> list[PreferencePair]:
+    chosen, rejected = (layouts.messages(_req(rec, key, line, ctx), key) for key in ("chosen", "rejected"))
+    prompt, tail_c, tail_r = layouts.split_conversations(chosen, rejected)
+    resp_c, resp_r = layouts.render_response(tail_c, "chosen"), layouts.render_response(tail_r, "rejected")
+    if _skipped(resp_c, resp_r, line, ctx):
+        return []
+    return _trl_pair(layouts.render(prompt), resp_c, resp_r, line, ctx,
+                     DatasetFormat.trl_conversational_implicit)
+
+
 _PARSERS: dict[str, Callable[[dict[str, Any], int | None, _Ctx], list[PreferencePair]]] = {
-    "canonical": _canonical, "hh-rlhf": _hh, "rm-bench": _rm_bench, "rewardbench": _rewardbench,
+    DatasetFormat.canonical: _canonical, DatasetFormat.hh_rlhf: _hh, DatasetFormat.rm_bench: _rm_bench,
+    DatasetFormat.rewardbench: _rewardbench, DatasetFormat.trl_implicit: _trl_implicit,
+    DatasetFormat.trl_conversational: _trl_conversational,
+    DatasetFormat.trl_conversational_implicit: _trl_conversational_implicit,
 }
+LAYOUTS: tuple[str, ...] = tuple(_PARSERS)
+"""Every layout `fmt='auto'` tries (in `sniff_layout`)."""
+
+_SHAPE: dict[str, str] = {
+    DatasetFormat.canonical: "text with a prompt", DatasetFormat.rewardbench: "text with a prompt",
+    DatasetFormat.hh_rlhf: "text without a prompt", DatasetFormat.trl_implicit: "text without a prompt",
+    DatasetFormat.rm_bench: "lists of responses", DatasetFormat.trl_conversational: "messages with a prompt",
+    DatasetFormat.trl_conversational_implicit: "messages without a prompt",
+}
+"""What a record of each layout holds; layouts of one shape differ in keys only, so a file may mix them (each
+record is read in the file's layout), never two shapes."""
+_SKIP_LABEL: dict[str, str] = {DatasetFormat.hh_rlhf: "HH-RLHF"}
 
 
 def sniff_layout(rec: dict[str, Any]) -> str | None:
-    """The layout a record is in, or None when it is none of them."""
+    """The layout a record is in, or None when it is none of them (see LAYOUTS).
+
+    Decided by the keys and the types of `chosen` / `rejected` (both strings, both lists of strings, both
+    lists of messages) and by whether there is a `prompt`; the values are validated by the layout's reader.
+    Strings without a prompt are `hh-rlhf` when either holds an HH-RLHF Assistant turn, else `trl-implicit`.
+    """
     if "chosen" not in rec or "rejected" not in rec:
         return None
-    if isinstance(rec["chosen"], list):
-        return "rm-bench"
-    if "prompt" not in rec:
-        return "hh-rlhf"
-    if "objective" in rec or "subset" not in rec or "pair_id" in rec:
-        return "canonical"
-    return "rewardbench"
+    chosen, rejected = rec["chosen"], rec["rejected"]
+    if isinstance(chosen, str) and isinstance(rejected, str):
+        if "prompt" not in rec:
+            return DatasetFormat.hh_rlhf if ASSISTANT in chosen or ASSISTANT in rejected else DatasetFormat.trl_implicit
+        if "objective" in rec or "subset" not in rec or "pair_id" in rec:
+            return DatasetFormat.canonical
+        return DatasetFormat.rewardbench
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        if any(layouts.is_message_list(rec.get(key)) for key in ("prompt", "chosen", "rejected")):
+            return DatasetFormat.trl_conversational if "prompt" in rec else DatasetFormat.trl_conversational_implicit
+        return DatasetFormat.rm_bench
+    return None
 
 
 def _stem(name: str) -> str:
@@ -695,24 +784,38 @@ def _stem(name: str) -> str:
 def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx,
            max_pairs: int | None = None) -> Iterator[PreferencePair]:
     """Every pair of `records`, validated as it goes: nothing is held but the pair ids seen."""
-    layout = None if fmt == "auto" else fmt
+    auto = fmt == "auto"
+    layout = None if auto else fmt
+    detected_at: int | None = None
     first_line: dict[str, int | None] = {}
     n_records = 0
     for line, rec in records:
         n_records += 1
         if not isinstance(rec, dict):
             raise ctx.error(line, f"expected a JSON object, got {_type_name(rec)}")
-        if layout is None:
-            layout = sniff_layout(rec)
+        if auto:
+            mine = sniff_layout(rec)
             if layout is None:
-                raise ctx.error(line, f"cannot tell the layout: a record needs 'chosen' and 'rejected'"
-                                      f"{ctx.keys_hint(rec)}")
+                if mine is None:
+                    raise ctx.error(line, f"cannot tell the layout: none of {', '.join(LAYOUTS)} fits (each needs "
+                                          "'chosen' and 'rejected': both strings, both lists of strings or both "
+                                          f"lists of messages); the record has {ctx.shape_hint(rec)}")
+                layout, detected_at = mine, line
+                ctx.note = f" (layout {layout}, detected from {ctx.where} {line})"
+            elif mine is not None and _SHAPE[mine] != _SHAPE[layout]:
+                raise ctx.error(line, f"the record is in the {mine} layout ({_SHAPE[mine]}), but the file is in "
+                                      f"the {layout} layout ({_SHAPE[layout]}, detected from {ctx.where} "
+                                      f"{detected_at}): every record of a file must be in one layout; the record "
+                                      f"has {ctx.shape_hint(rec)}")
+        assert layout is not None
         try:
             new = _PARSERS[layout](rec, line, ctx)
-        except DatasetFormatError:
-            raise
+        except DatasetFormatError as exc:
+            if not ctx.note:
+                raise
+            raise DatasetFormatError(exc.path, exc.line, exc.problem + ctx.note, exc.where) from None
         except ValueError as exc:
-            raise ctx.error(line, str(exc)) from None
+            raise ctx.error(line, str(exc) + ctx.note) from None
         for p in new:
             if p.pair_id in first_line:
                 raise ctx.error(line, f"duplicate pair_id {p.pair_id!r} (first seen at {ctx.where} "
@@ -725,7 +828,8 @@ def _parse(records: Iterable[tuple[int, Any]], fmt: str, ctx: _Ctx,
         raise ctx.error(None, "empty file: no records")
     if ctx.n_skipped:
         shown = ", ".join(f"{ctx.where} {ln} ({why})" for ln, why in ctx.skipped)
-        log.warning("%s: skipped %d HH-RLHF records: %s%s", ctx.path, ctx.n_skipped, shown,
+        log.warning("%s: skipped %d %s records: %s%s", ctx.path, ctx.n_skipped,
+                    _SKIP_LABEL.get(layout or "", layout), shown,
                     ", ..." if ctx.n_skipped > len(ctx.skipped) else "")
     if not first_line:
         raise ctx.error(None, "no usable preference pairs")
@@ -771,6 +875,8 @@ def load_pairs_file(path: str | os.PathLike[str], fmt: str = "auto", *, objectiv
     fields a record lacks. For the HH-RLHF, RM-Bench and RewardBench layouts the arguments set the
     field when given; otherwise the objective comes from the subset name (HH-RLHF: 'harmless'
     unless the file name says helpful-*), and the split from `hash_split(prompt)` (80/20, prompt-disjoint).
+    The TRL layouts name no objective: `objective` is required (a DatasetFormatError says so); their subset
+    is `subset` or 'custom'.
     `rm_bench_mode`: 'aligned' = the 3 index-aligned pairs of a prompt, each its own item;
     'full' = all 3x3 pairs, one item per prompt.
     """
@@ -949,7 +1055,7 @@ def load_dataset(ref: DatasetRef, store: ArtifactStore | None = None) -> list[Pr
             raise ValueError(f"{source}: an artifact dataset needs the artifact store")
         path = store.local_file(source.split(":", 1)[1])
         try:
-            pairs = load_pairs_file(path, ref.format)
+            pairs = load_pairs_file(path, ref.format, objective=ref.objective)
         except DatasetFormatError as exc:
             raise ValueError(f"{source}: {str(exc).replace(str(path), '').lstrip(', :')}") from exc
     else:

@@ -10,11 +10,14 @@ if TYPE_CHECKING:
 
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
+SYSTEM = "\n\nSystem:"
+"""The turn of a system message (TRL conversations, see workers/data/layouts.py); HH-RLHF has none."""
 
 
 def is_dialogue(prompt: str) -> bool:
-    """True for an HH-RLHF style prompt (`"\\n\\nHuman: ..."` turns) rather than a bare question."""
-    return prompt.startswith(HUMAN)
+    """True for an HH-RLHF style prompt (`"\\n\\nHuman: ..."` turns, perhaps after a `"\\n\\nSystem: ..."` turn)
+    rather than a bare question."""
+    return prompt.startswith((HUMAN, SYSTEM))
 
 
 def dialogue_prompt(prompt: str) -> str:

@@ -130,14 +130,15 @@ def test_hf_source_goes_through_datasets_load_dataset(monkeypatch: pytest.Monkey
 
 
 def test_hf_source_error_names_the_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = {"test": [{"chosen": 1, "rejected": 2}]}
+    rows = {"test": [{"prompt": 1, "chosen": "a", "rejected": "b"}]}
     fake = types.SimpleNamespace(load_dataset=lambda repo, data_dir=None: rows)
     monkeypatch.setitem(sys.modules, "datasets", fake)
     from workers.data.loaders import DatasetFormatError
 
     with pytest.raises(DatasetFormatError) as exc:
         load_dataset(DatasetRef(source="hf:o/n"))
-    assert str(exc.value) == "hf:o/n[test], row 1: 'chosen' must be a string, got int"
+    assert str(exc.value) == ("hf:o/n[test], row 1: 'prompt' must be a string, got int "
+                              "(layout canonical, detected from row 1)")
 
 
 def test_dataset_revision(files: Any) -> None:

@@ -164,7 +164,8 @@ def test_rewardbench_layout_jsonl_and_json_list(files: Any) -> None:
 
 
 def test_sniffing() -> None:
-    assert sniff_layout({"chosen": "a", "rejected": "b"}) == "hh-rlhf"
+    assert sniff_layout({"chosen": "\n\nHuman: q\n\nAssistant: a", "rejected": "b"}) == "hh-rlhf"
+    assert sniff_layout({"chosen": "a", "rejected": "b"}) == "trl-implicit"
     assert sniff_layout({"prompt": "p", "chosen": ["a"], "rejected": ["b"]}) == "rm-bench"
     assert sniff_layout({"prompt": "p", "chosen": "a", "rejected": "b", "subset": "s"}) == "rewardbench"
     rec = {"prompt": "p", "chosen": "a", "rejected": "b", "subset": "s", "objective": "helpful"}

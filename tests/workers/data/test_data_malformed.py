@@ -183,7 +183,8 @@ def test_rm_bench_malformed(files: Any) -> None:
 
 def test_hh_rlhf_malformed(files: Any) -> None:
     e = _error(files.jsonl("hh.jsonl", [{"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "no turns"}]))
-    assert (e.line, e.problem) == (1, "'rejected' has no '\\n\\nAssistant:' turn; not an HH-RLHF dialogue")
+    assert (e.line, e.problem) == (1, "'rejected' has no '\\n\\nAssistant:' turn; not an HH-RLHF dialogue "
+                                      "(layout hh-rlhf, detected from line 1)")
     e = _error(files.jsonl("hh2.jsonl", [{"chosen": "\n\nHuman: a\n\nAssistant: b",
                                           "rejected": "\n\nHuman: z\n\nAssistant: b"}]))
     assert e.problem.startswith("'chosen' and 'rejected' differ before their first Assistant turn")
@@ -194,7 +195,8 @@ def test_parquet_problems_name_the_row(files: Any, tmp_path: Path) -> None:
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "bad.parquet")
     e = _error(tmp_path / "bad.parquet")
     assert (e.line, e.where) == (2, "row")
-    assert str(e) == f"{tmp_path / 'bad.parquet'}, row 2: objective 'nice' is not one of helpful, harmless"
+    assert str(e) == (f"{tmp_path / 'bad.parquet'}, row 2: objective 'nice' is not one of helpful, harmless "
+                      "(layout canonical, detected from row 1)")
     no_chosen = pa.Table.from_pylist([files.canon(1)]).drop_columns(["chosen"])
     pq.write_table(no_chosen, tmp_path / "nochosen.parquet")
     assert _error(tmp_path / "nochosen.parquet").problem.startswith("cannot tell the layout")
