@@ -77,16 +77,20 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, settings) -> None:  # type: ignore[no-untyped-def]
+    """A real uvicorn server in a thread, bound to `host` (the settings say so too: the access rules depend on
+    it), reached at `url_host` (default: `host`); `with` waits until /healthz answers."""
+
+    def __init__(self, settings, *, host: str = "127.0.0.1", port: int | None = None,  # type: ignore[no-untyped-def]
+                 url_host: str | None = None, start_supervisor: bool = True) -> None:
         import uvicorn
 
         from app.main import create_app
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        settings = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
-        self.app = create_app(settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.port = port or free_port()
+        self.url = f"http://{url_host or host}:{self.port}"
+        settings = settings.model_copy(update={"host": host, "port": self.port})
+        self.app = create_app(settings, start_supervisor=start_supervisor)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

@@ -15,17 +15,14 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from app.auth import users
 from app.auth.schemas import Role
-from app.main import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import LiveServer, make_settings
 from tests.factories.ablation import ablation_result, captured_rms
 from tests.factories.evaluation import BASE, FULL, ck_id, seed_lab
 from tests.factories.jobs import score_result, some_pairs
@@ -79,22 +76,8 @@ parameters = {{ base_model = "{model}" }}
 """
 
 
-def _serve(tmp: Path) -> tuple[str, str, dict[str, str], object]:
-    import uvicorn
-
-    port = free_port()
-    settings = make_settings(tmp, port=port, auth="on")
-    app = create_app(settings, start_supervisor=False)  # jobs are queued, never run
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    services = app.state.services
+def _seed(services: Any) -> tuple[str, dict[str, str]]:
+    """A researcher's token, and results to pin into the path parameters."""
     _, token = users.add_user(services.db, "fuzzer", Role.researcher)
     cks = captured_rms(services)
     seed_lab(services)
@@ -102,23 +85,23 @@ def _serve(tmp: Path) -> tuple[str, str, dict[str, str], object]:
                                   experiment=Experiment.B, percents=[10.0])
     seeded = {"score": score_result(services, some_pairs()), "ablation": ablation, "evaluation": FULL,
               "lab_checkpoint": ck_id(Regime.mixed, 0), "lab_model": BASE, "model": "tiny-bert"}
-    return url, token, seeded, server
+    return token, seeded
 
 
 def test_openapi_contract_holds_under_schemathesis(tmp_path: Path) -> None:
-    url, token, seeded, server = _serve(tmp_path)
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG.format(**seeded))
-    report = tmp_path / "report.json"
-    try:
+    # Logins on; jobs are queued, never run.
+    with LiveServer(make_settings(tmp_path, auth="on"), start_supervisor=False) as srv:
+        token, seeded = _seed(srv.services)
+        url = srv.url
+        config = tmp_path / "schemathesis.toml"
+        config.write_text(CONFIG.format(**seeded))
+        report = tmp_path / "report.json"
         proc = subprocess.run(
             [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run", f"{url}/openapi.json",
              "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", "1", "--workers", "1",
              "-H", f"Authorization: Bearer {token}", "--report", "ndjson", "--report-ndjson-path", str(report),
              "--no-color"],
             capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    finally:
-        server.should_exit = True  # type: ignore[attr-defined]
     out = proc.stdout + proc.stderr
     summary = out[out.rfind("SUMMARY"):] if "SUMMARY" in out else out[-3000:]
     cases = _cases(out)

@@ -4,8 +4,6 @@ sent to the login page, logs in, and then uses the product; pages run under the 
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import yaml
 
 from app.auth import users
 from app.auth.schemas import Role
-from app.main import create_app
-from tests.conftest import free_port, make_settings
+from tests.conftest import LiveServer, free_port, make_settings
 
 pytestmark = pytest.mark.e2e
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
@@ -34,27 +31,14 @@ def compose_api_settings() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def compose_like(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
     env = compose_api_settings()
     assert env["auth"] == "on" and env["host"] == "0.0.0.0"
     port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("compose"), host=env["host"], port=port, auth=env["auth"],
-                             allowed_hosts=env["allowed_hosts"],
+    settings = make_settings(tmp_path_factory.mktemp("compose"), auth=env["auth"], allowed_hosts=env["allowed_hosts"],
                              public_base_url=env["public_base_url"].replace(":8000", f":{port}"))
-    app = create_app(settings, start_supervisor=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://localhost:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    users.add_user(app.state.services.db, "alice", Role.researcher, "correct horse battery")
-    yield url
-    server.should_exit = True
+    with LiveServer(settings, host=env["host"], port=port, url_host="localhost", start_supervisor=False) as srv:
+        users.add_user(srv.services.db, "alice", Role.researcher, "correct horse battery")
+        yield srv.url
 
 
 def test_a_visitor_logs_in_and_uses_the_product(compose_like: str, page) -> None:  # type: ignore[no-untyped-def]

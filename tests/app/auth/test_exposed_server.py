@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,8 +12,8 @@ import pytest
 
 from app.auth import users
 from app.auth.schemas import Role
-from app.main import ROUTER_MODULES, create_app
-from tests.conftest import free_port, make_settings
+from app.main import ROUTER_MODULES
+from tests.conftest import LiveServer, make_settings
 
 HOST = "127.0.0.2"
 PUBLIC = ("/login", "/healthz", "/logout")
@@ -36,28 +34,11 @@ def _routes() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def exposed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    import uvicorn
-
-    port = free_port()
-    settings = make_settings(tmp_path_factory.mktemp("exposed"), host=HOST, port=port, auth="on")
-    app = create_app(settings, start_supervisor=False)
-    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://{HOST}:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    db = app.state.services.db
-    tokens = {role: users.add_user(db, f"u-{role}", Role(role))[1] for role in ("viewer", "researcher")}
-    try:
-        yield url, tokens
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    settings = make_settings(tmp_path_factory.mktemp("exposed"), auth="on")
+    with LiveServer(settings, host=HOST, start_supervisor=False) as srv:
+        db = srv.services.db
+        tokens = {role: users.add_user(db, f"u-{role}", Role(role))[1] for role in ("viewer", "researcher")}
+        yield srv.url, tokens
 
 
 def test_there_are_routes_to_check() -> None:
