@@ -539,33 +539,43 @@ def migrate() -> None:
 
 @app.command(rich_help_panel="Jobs")
 def study(
-    model: str = typer.Option("minilm-l6"),
-    preset: str = typer.Option("demo"),
-    seed: list[int] = typer.Option([0], help="repeat for several seeds"),
-    train_limit: int = typer.Option(None, help="training pairs per objective (default: the preset's)"),
-    eval_limit: int = typer.Option(None, help="test pairs per objective (default: all)"),
-    capture_limit: int = typer.Option(256, help="training pairs per objective streamed for capture"),
-    max_length: int = typer.Option(128),
-    ablate: bool = typer.Option(True, help="run ablation experiments A-C"),
-    ablate_limit: int = typer.Option(64, help="test pairs per objective probed by the ablation experiments"),
-    dose_percent: list[float] = typer.Option(None, help="experiment A's grid (default 0,2,...,30,100)"),
-    random_seed: list[int] = typer.Option([0, 1, 2], help="seeds of the random control sets"),
+    preset: str = typer.Option("demo", help="smoke (tiny model, tests), demo (MiniLM, 2 CPU cores) or paper (GPU)"),
+    model: str = typer.Option(None, help="a bundled model name or a Hugging Face id (default: the preset's)"),
+    seed: list[int] = typer.Option(None, help="training seeds, repeat for several (default: the preset's)"),
+    wait: bool = typer.Option(True, help="follow the study's stages until it ends"),
     as_json: bool = JSON,
     url: str = URL,
 ) -> None:
-    """Train the three regimes, evaluate, capture and ablate: the whole study, each step a cached job."""
-    from app.study import run_study
+    """Start (or resume) a whole study: train the three regimes, evaluate, capture, ablate, report.
 
+    Every stage is a cached job, so running the same command again reuses finished work; the study's page is
+    /studies/KEY and its report the home page.
+    """
+    if preset not in ("smoke", "demo", "paper"):
+        _fail(f"--preset: {preset!r} is not one of smoke, demo, paper")
     with _session(url) as backend:
+        body: dict[str, Any] = {"preset": preset, "model": model, "seeds": list(seed) if seed else None}
+        out = backend.post("/api/studies", {k: v for k, v in body.items() if v is not None})
+        typer.echo(f"study {out['key']} ({out['preset']}, {out['model']}): {out['url']}", err=True)
+        shown: dict[str, str] = {}
         try:
-            out = run_study(backend, lambda b, j: wait_for(b, j, quiet=False), model=model, preset=preset,
-                            seeds=seed, train_limit=train_limit, eval_limit=eval_limit, capture_limit=capture_limit,
-                            max_length=max_length, ablate=ablate, ablate_limit=ablate_limit,
-                            dose_percents=dose_percent or None, random_seeds=random_seed,
-                            log=lambda m: typer.echo(m, err=True))
-        except RuntimeError as exc:
-            _fail(str(exc))
-    typer.echo(dumps(out) if as_json else f"study done: evaluation {out['evaluation']}")
+            while wait and out["status"] == "running":
+                for st in out["stages"]:
+                    line = f"{st['status']} {st['progress']:.0%}"
+                    if st["status"] != "waiting" and shown.get(st["name"]) != line:
+                        shown[st["name"]] = line
+                        wall = f" ({st['wall_s']:.0f} s)" if st.get("wall_s") is not None else ""
+                        typer.echo(f"  {st['title']}: {line}{wall}", err=True)
+                time.sleep(POLL_S * 4)
+                out = backend.get(f"/api/studies/{out['key']}")
+        except KeyboardInterrupt:
+            typer.echo(f"\nstudy {out['key']} goes on; `tension study` with the same options follows it again",
+                       err=True)
+            raise typer.Exit(130) from None
+    if out["status"] in ("failed", "cancelled"):
+        _fail(f"study {out['key']} {out['status']}: {out.get('error')}")
+    wall = f" in {out['wall_s']:.0f} s" if out.get("wall_s") is not None else ""
+    typer.echo(dumps(out) if as_json else f"study {out['key']} {out['status']}{wall}: {out['url']}")
 
 
 @jobs_app.command("list")

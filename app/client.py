@@ -36,6 +36,7 @@ class Backend(Protocol):
                        objective: str | None = None) -> dict[str, Any]: ...
     def datasets(self) -> list[dict[str, Any]]: ...
     def get(self, path: str) -> Any: ...
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -93,6 +94,9 @@ class HttpBackend:
 
     def get(self, path: str) -> Any:
         return self._call("GET", path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._call("POST", path, json=body)
 
     def close(self) -> None:
         self.http.close()

@@ -16,6 +16,7 @@ def register_job_kinds(services: Services) -> None:
     from app.evaluation import service as evaluation
     from app.neurons import service as neurons
     from app.scoring import service as scoring
+    from app.studies import service as studies
     from app.training import service as training
 
     services.jobs.register(JobKind.score, KindHandlers(prepare=lambda p: scoring.prepare_score(services, p)))
@@ -26,3 +27,4 @@ def register_job_kinds(services: Services) -> None:
         prepare=lambda p: evaluation.prepare_evaluate(services, p)))
     services.jobs.register(JobKind.capture, KindHandlers(prepare=lambda p: neurons.prepare_capture(services, p)))
     services.jobs.register(JobKind.ablate, KindHandlers(prepare=lambda p: ablation.prepare_ablate(services, p)))
+    services.jobs.after_tick.append(studies.ticker(services))

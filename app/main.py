@@ -49,6 +49,8 @@ ROUTER_MODULES: tuple[str, ...] = (
     "app.scoring.pages",
     "app.shares.pages",
     "app.web.glossary",
+    "app.studies.api",
+    "app.studies.pages",
 )
 
 

@@ -137,6 +137,29 @@ class ShareLink(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Study(Base):
+    """A whole study as a pipeline record: its spec, the jobs of each stage by label, and where it stands.
+
+    Keyed by the hash of its expanded spec and the code version, so its link never changes; every stage's
+    work is an ordinary cached job, which is what makes a study resumable.
+    """
+
+    __tablename__ = "studies"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    preset: Mapped[str] = mapped_column(String(16), index=True)
+    model: Mapped[str] = mapped_column(String(256))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="running")
+    stage: Mapped[str] = mapped_column(String(16), default="train")
+    jobs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # label -> job id
+    stage_times: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # stage -> [start, end] epoch s
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = _creator()
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class User(Base):
     """A person or script with a role. The API token and the password are stored only as hashes."""
 

@@ -72,6 +72,7 @@ class JobService:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.after_tick: list[Callable[[], None]] = []  # e.g. studies advancing as their jobs finish
 
     # -- submission -------------------------------------------------------------------------------
     def register(self, kind: JobKind, handlers: KindHandlers) -> None:
@@ -181,6 +182,11 @@ class JobService:
                 log.exception("job supervisor tick failed")
 
     def tick(self) -> None:
+        self._tick_jobs()
+        for hook in self.after_tick:
+            hook()
+
+    def _tick_jobs(self) -> None:
         with self._lock:
             for job_id, handle in list(self._handles.items()):
                 self._observe(job_id, handle)

@@ -1,4 +1,4 @@
-"""HTML pages of scoring: the home page (launch form and jobs), the launch partial, a result's page."""
+"""HTML pages of scoring: the jobs page (launch form and job table), the launch partial, a result's page."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ RESULT_PAGE_ROWS = 200
 """Rewards listed on a result's page (the histogram and summary cover all)."""
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/jobs", response_class=HTMLResponse)
 def index(request: Request, services: ServicesDep) -> Response:
     return render(request, "scoring/index.html", jobs=services.jobs.list(limit=RECENT_JOBS),
                   models=list(REGISTERED_MODELS), checkpoints=service.recent_checkpoints(db=services.db),

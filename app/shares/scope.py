@@ -1,6 +1,7 @@
 """What a share link may read: exactly the view it was made for and the data that view loads.
 
-A link's scope is derived once, from its target, when it is made: a result key (a score, evaluation or
+A link's scope is derived once, from its target, when it is made: a study (its report, stages and
+exports), a result key (a score, evaluation or
 ablation result), a checkpoint (an RM's lab page), or a base model (its neuron dashboard, neuron pages and the
 panels and live toggles they load). Every request through the link is then checked against the route table
 below; a route that is not listed is refused. Live toggles are pinned to the view's worker settings
@@ -19,7 +20,7 @@ from app.core.errors import Invalid
 from workers.contract.live import DEFAULT_PROBE_PAIRS
 from workers.contract.vocab import HookPoint
 
-RESULT, CHECKPOINT, MODEL = "result", "checkpoint", "model"
+RESULT, CHECKPOINT, MODEL, STUDY = "result", "checkpoint", "model", "study"
 PINNED_DEFAULTS: dict[str, str] = {"probe_limit": str(DEFAULT_PROBE_PAIRS), "hook": str(HookPoint.down_proj_input)}
 """Live-toggle settings a share link holder cannot change (each value picks a worker process)."""
 
@@ -34,12 +35,13 @@ _BM = r"(?P<bm>[^?#]{1,200}?)"
 _TARGETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"^/results/{_KEY}$"), RESULT),
     (re.compile(rf"^/ablations/{_KEY}$"), RESULT),
+    (re.compile(rf"^/studies/{_KEY}$"), STUDY),
     (re.compile(rf"^/lab/rm/{_CK}$"), CHECKPOINT),
     (re.compile(rf"^/lab/compare/{_BM}$"), MODEL),
     (re.compile(rf"^/models/{_BM}/dashboard$"), MODEL),
     (re.compile(rf"^/models/{_BM}/neurons/\d+/\d+$"), MODEL),
 )
-SHAREABLE = "a result (/results/KEY, /ablations/KEY), an RM (/lab/rm/CHECKPOINT), a comparison " \
+SHAREABLE = "a study's report (/studies/KEY), a result (/results/KEY, /ablations/KEY), an RM (/lab/rm/CHECKPOINT), a comparison " \
             "(/lab/compare/MODEL) or a model's neuron dashboard or neuron page (/models/MODEL/…)"
 
 
@@ -93,6 +95,10 @@ def _result(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> boo
     return sc.kind == RESULT and m.group("key") == sc.value
 
 
+def _study(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> bool:
+    return sc.kind == STUDY and m.group("key") == sc.value
+
+
 def _model(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> bool:
     return sc.kind == MODEL and m.group("bm") == sc.value
 
@@ -123,6 +129,8 @@ def _live_form(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> 
 _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/results/{_KEY}$"), _result),
     (re.compile(rf"^/api/results/{_KEY}(/rewards)?$"), _result),
+    (re.compile(rf"^/studies/{_KEY}(/stages|/export\.html|/tables\.zip|/report\.tex)?$"), _study),
+    (re.compile(rf"^/api/studies/{_KEY}$"), _study),
     (re.compile(rf"^/ablations/{_KEY}$"), _result),
     (re.compile(rf"^/api/ablations/{_KEY}$"), _result),
     (re.compile(rf"^/api/lab/evaluations/{_KEY}(/flips)?$"), _result),

@@ -11,7 +11,7 @@ from app.core.migrate import metadata_revision, upgrade_metadata
 def test_migrations_reach_head_and_rows_round_trip(database_url: str) -> None:
     assert metadata_revision(database_url) is None
     rev = upgrade_metadata(database_url)
-    assert rev == "0002"
+    assert rev == "0003"
     assert upgrade_metadata(database_url) == rev  # idempotent
     db = Database(database_url)
     tables = set(sa.inspect(db.engine).get_table_names())

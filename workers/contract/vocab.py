@@ -90,6 +90,7 @@ class Preset(Word):
     paper = "paper"
     demo = "demo"
     custom = "custom"
+    smoke = "smoke"
 
 
 class BonMode(Word):

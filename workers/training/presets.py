@@ -34,7 +34,8 @@ class TrainSettings:
     eval_on_start: bool = True
     max_pairs_per_objective: int | None = None  # None: every pair the dataset reference yields
     append_eos: bool = True
-    bf16: bool = True  # only honoured on a GPU that supports it; CPU runs stay in fp32
+    bf16: bool = True  # autocast on a GPU that supports it
+    cpu_bf16: bool = False  # also autocast on a CPU with native bf16 (AVX512-BF16/AMX); off: fp32 on CPUs
     gradient_checkpointing: bool = False
     eval_batch_size: int = 32
     logging_steps: int | None = None  # None: about 50 log points per run
@@ -66,7 +67,14 @@ DEMO = TrainSettings(
 # gradient checkpointing, so a run sized only by its overrides also works on a CPU.
 CUSTOM = replace(PAPER, preset="custom", truncation="left", gradient_checkpointing=False, evals_per_epoch=2)
 
-PRESETS: dict[str, TrainSettings] = {"paper": PAPER, "demo": DEMO, "custom": CUSTOM}
+# For tests of the whole pipeline on a tiny random model: one short epoch, one evaluation at the end.
+SMOKE = TrainSettings(
+    preset="smoke", learning_rate=1e-3, epochs=1.0, batch_size=8, max_length=64, truncation="left",
+    freeze_layers=0, evals_per_epoch=1, eval_on_start=False, max_pairs_per_objective=24, append_eos=False,
+    bf16=False, eval_batch_size=16,
+)
+
+PRESETS: dict[str, TrainSettings] = {"paper": PAPER, "demo": DEMO, "custom": CUSTOM, "smoke": SMOKE}
 
 
 def resolve_settings(params: TrainParams) -> TrainSettings:

@@ -15,7 +15,8 @@ things this product needs beyond the paper's recipe:
 Done beside TRL rather than through it: the best weights by eval loss are kept in memory by a
 callback (no checkpoint directories written and re-read mid-run; the step-0 evaluation is a reference
 point, never the kept model); the eval split is made here so it is prompt-disjoint from the training
-pairs; the model trains in fp32 (bf16 autocast on a GPU) even when the registry loaded bf16 weights.
+pairs; the model trains in fp32 (bf16 autocast on a GPU, and on a CPU with native bf16 when the
+preset asks) even when the registry loaded bf16 weights.
 """
 
 from __future__ import annotations
@@ -219,11 +220,24 @@ def _as_dataset(enc: EncodedPairs) -> Any:
     })
 
 
-def _device_flags(loaded: LoadedModel) -> tuple[bool, bool]:
-    """(use_cpu, bf16): bf16 autocast only on a GPU that has it; the CPU stays in fp32."""
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 autocast is faster.
+
+    Elsewhere bf16 is emulated and slower than fp32, so the flag stays off there.
+    """
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
+def _device_flags(loaded: LoadedModel, cpu_bf16: bool = False) -> tuple[bool, bool]:
+    """(use_cpu, bf16): bf16 autocast on a GPU that has it, and on a CPU only when asked and native."""
     on_cpu = not str(getattr(loaded, "device", "cpu")).startswith("cuda")
-    bf16 = (not on_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return on_cpu, bf16
+    if on_cpu:
+        return True, cpu_bf16 and cpu_has_native_bf16()
+    return False, torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def _reward_config(settings: TrainSettings, *, seed: int, output_dir: str, max_steps: int,
@@ -275,7 +289,7 @@ def train_reward_model(loaded: LoadedModel, pairs: Sequence[PreferencePair], set
     blocks = arch.layers(model) if arch is not None else None
     frozen = freeze_lower_layers(model, settings.freeze_layers, blocks)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    use_cpu, bf16 = _device_flags(loaded)
+    use_cpu, bf16 = _device_flags(loaded, cpu_bf16=settings.cpu_bf16)
     bf16 = bf16 and settings.bf16
     # The registry loads bf16 weights on a GPU; AdamW needs fp32 master weights (bf16 rounds away most
     # lr-1e-4 updates), so train in fp32 under bf16 autocast and cast back to the loaded dtype at the end.
