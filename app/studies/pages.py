@@ -30,10 +30,35 @@ def _report(services: Services, out: StudyOut) -> Any:
     return build_report(services, out.results)
 
 
+EXPLORE_NEURONS = 8
+"""Shared neurons linked from a study's page, as starting points."""
+
+
+def _explore(services: Services, out: StudyOut) -> dict[str, Any] | None:
+    """Starting points for exploring a study's neurons: the dashboard of its first seed and a few shared
+    neurons (highest layers first, where the study expects most of them); None before the captures."""
+    if len(out.results.captures) < 3:
+        return None
+    from app.core.errors import AppError
+    from app.neurons.service import compute_overlap
+    from workers.contract.vocab import OverlapPart
+
+    seed = out.seeds[0]
+    try:
+        overlap = compute_overlap(store=services.store, db=services.db, base_model=out.model, seed=seed)
+    except AppError:
+        return None
+    shared = overlap.masks[OverlapPart.shared]
+    layers, indices = shared.nonzero()
+    order = sorted(zip(layers.tolist(), indices.tolist(), strict=True), key=lambda li: (-li[0], li[1]))
+    return {"seed": seed, "n_shared": int(shared.sum()), "neurons": order[:EXPLORE_NEURONS]}
+
+
 def _study_page(request: Request, services: Services, settings: Settings, key: str, *, home: bool = False
                 ) -> Response:
     out = service.describe(services, settings, service.get(services, key))
-    return render(request, "studies/study.html", study=out, report=_report(services, out), home=home, study_key=out.key,
+    return render(request, "studies/study.html", study=out, report=_report(services, out), home=home,
+                  explore=_explore(services, out), study_key=out.key,
                   poll_seconds=POLL_SECONDS, recompute=recompute_command(out.spec),
                   preset=STUDY_PRESETS.get(out.preset))
 

@@ -44,6 +44,7 @@ class FakeBackend:
     def __init__(self) -> None:
         self.submitted: list[tuple[str, dict[str, Any]]] = []
         self.uploads: list[tuple[Path, str]] = []
+        self.posted: list[tuple[str, dict[str, Any]]] = []
         self.polls = 0
         self.closed = False
 
@@ -61,7 +62,20 @@ class FakeBackend:
         return self._job("running", 0.5) if self.polls == 1 else self._job("succeeded", 1.0)
 
     def get(self, path: str) -> dict[str, Any]:
+        if path.startswith("/api/studies/"):
+            self.polls += 1
+            return self._study("running" if self.polls == 1 else "succeeded")
         return {"path": path, "summary": {"n": 1}}
+
+    def _study(self, status: str) -> dict[str, Any]:
+        stage = {"name": "train", "title": "Train the three regimes", "status": status, "progress": 0.5,
+                 "wall_s": 3.0}
+        return {"key": "abc", "preset": self.posted[-1][1]["preset"], "model": "tiny-bert", "status": status,
+                "stages": [stage], "url": "http://localhost:8000/studies/abc", "wall_s": 12.0, "error": None}
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.posted.append((path, body or {}))
+        return self._study("running")
 
     def upload_dataset(self, path: Path, fmt: str = "auto", name: str | None = None,
                        objective: str | None = None) -> dict[str, Any]:
@@ -342,3 +356,20 @@ def test_score_embedded_end_to_end(tmp_path: Path) -> None:
     assert len(data["result"]["rows"]) == 2 * 2 * 2  # pairs per objective x objectives x sides
     assert "100%" in out.stderr
 
+
+# ================================================================ the study command
+
+
+def test_study_posts_the_preset_and_seeds_and_follows_the_stages(backend: FakeBackend,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    result = invoke("study", "--preset", "smoke", "--seed", "1", "--seed", "2")
+    assert result.exit_code == 0, result.output
+    assert backend.posted == [("/api/studies", {"preset": "smoke", "seeds": [1, 2]})]
+    assert "study abc succeeded in 12 s: http://localhost:8000/studies/abc" in result.output
+    assert "Train the three regimes: running 50% (3 s)" in result.output
+
+
+def test_study_refuses_an_unknown_preset_by_name(no_backend: None) -> None:
+    result = invoke("study", "--preset", "huge")
+    assert result.exit_code != 0 and "--preset: 'huge' is not one of smoke, demo, paper" in result.output

@@ -8,7 +8,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_launch_score_job_and_see_results(page, live_server) -> None:  # type: ignore[no-untyped-def]
-    page.goto(live_server.url + "/")
+    page.goto(live_server.url + "/jobs")
     page.select_option("select[name=model]", "tiny-bert")
     page.fill("input[name=limit]", "8")
     page.click("#score-form button[type=submit]")
@@ -25,7 +25,7 @@ def test_launch_score_job_and_see_results(page, live_server) -> None:  # type: i
 
 
 def test_bad_input_in_form_shows_error_not_crash(page, live_server) -> None:  # type: ignore[no-untyped-def]
-    page.goto(live_server.url + "/")
+    page.goto(live_server.url + "/jobs")
     page.evaluate("document.querySelector('input[name=max_length]').removeAttribute('min')")
     page.fill("input[name=max_length]", "2")
     page.click("#score-form button[type=submit]")

@@ -75,7 +75,7 @@ def test_index_lists_models_checkpoints_datasets_and_jobs(client: TestClient) ->
     services = _services(client)
     ck = add_checkpoint(services, base_model="tiny-bert", regime="helpful", seed=3)
     key = score_result(services, some_pairs())
-    html = client.get("/").text
+    html = client.get("/jobs").text
     assert '<option value="tiny-bert">' in html
     assert f'<option value="{ck}">tiny-bert · helpful · seed 3 · {ck[:10]}</option>' in html
     assert "<option>test</option><option>train</option><option>all</option>" in html
