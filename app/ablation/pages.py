@@ -84,7 +84,8 @@ def dashboard_panel(request: Request, v: Annotated[DashboardPanelView, Query()],
     captured = _captures(services, v.base_model, v.hook)
     ck = v.ck or service.default_checkpoint(captured, v.seed)
     part = v.part or ("" if v.set_name else OverlapPart.shared)
-    view = {"p": _g(v.p), "stat": v.stat, "seed": v.seed, "shared": v.shared, "hook": v.hook}
+    view = {"p": _g(v.p), "stat": v.stat, "seed": v.seed, "shared": v.shared, "hook": v.hook,
+            "include_frozen": "true" if v.include_frozen else ""}
     toggle = {**view, "part": part, "set": v.set_name or "", "layer": "" if v.layer is None else str(v.layer),
               "mode": v.mode, "factor": _g(v.factor), "probe_limit": v.probe_limit}
     return _page(request, "_dashboard_panel.html", base_model=v.base_model, captures=captured, ck=ck, view=view,
@@ -115,6 +116,8 @@ def _describe(v: LiveView) -> str:
         what = f"{SHORT_LABELS.get(part, part)} at top {v.p:g}% by {v.stat}, seed {v.seed}"
         if part in figures.SET_PARTS and v.shared != SharedMode.intersection:
             what += f" ({v.shared} rule)"
+        if v.include_frozen:
+            what += ", layers frozen in training included"
     return what + (f", layer {v.layer} only" if v.layer is not None else "")
 
 

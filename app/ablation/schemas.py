@@ -61,7 +61,8 @@ class ToggleHow(_Query):
 
 class ToggleWhich(_Query):
     """Which neurons: named directly, by a stored set, or by a part of the overlap dashboard (whose view
-    is p, stat, seed, shared, hook); `layer` keeps only that layer's slice."""
+    is p, stat, seed, shared, hook, include_frozen: a part leaves out layers frozen in training unless
+    include_frozen); `layer` keeps only that layer's slice."""
 
     neurons: Annotated[str | None, NeuronsJSON] = Field(
         None, max_length=MAX_NEURONS_QUERY, description='JSON {layer: [indices]}, e.g. {"3": [1, 2]}; larger sets '
@@ -74,6 +75,8 @@ class ToggleWhich(_Query):
     shared: Annotated[SharedMode, Blank] = SharedMode.intersection
     layer: Annotated[SliceLayer | None, Blank] = None
     hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
+    include_frozen: Annotated[bool, Blank] = Field(False, description="a part: also select from layers frozen "
+                                                                      "in training (left out by default)")
 
 
 class ToggleQuery(ToggleWhich, ToggleHow):

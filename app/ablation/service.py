@@ -97,7 +97,11 @@ def _own_scores(store: StatsStore, checkpoint: str, hook: HookPoint) -> dict[str
 
 
 def prepare_ablate(services: Services, params: AblateParams) -> str:
-    """The `ablate` job's submission hook: check its inputs, write the scores it selects from."""
+    """The `ablate` job's submission hook: check its inputs, write the scores it selects from.
+
+    For A-C it records `frozen_layers`: the layers frozen in training of the checkpoints selected from (for
+    C the union over the helpful, harmless and mixed RMs, as the overlap dashboard does). The worker leaves
+    them out of every selection, p% being taken over the other layers' neurons, unless `include_frozen`."""
     ck = check_checkpoint(services, params.checkpoint)
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
@@ -125,6 +129,13 @@ def prepare_ablate(services: Services, params: AblateParams) -> str:
                 store=services.store, checkpoint=cks[regime], stat=Stat.A, scope=Scope.own, hook=hook))
         params.helpful_checkpoint = cks[Regime.helpful]
         params.harmless_checkpoint = cks[Regime.harmless]
+    params.frozen_layers = None  # the API's to fill, whatever a request said
+    if params.experiment != Experiment.single:
+        selected_from = [ck.id, params.helpful_checkpoint or ck.id, params.harmless_checkpoint or ck.id]
+        shape = capture_shape(store=services.store, checkpoint=ck.id, hook=hook)
+        frozen = neurons.checkpoint_frozen_layers(db=services.db, checkpoints=selected_from,
+                                                  n_layers=shape[0] if shape else None)
+        params.frozen_layers = list(frozen) or None
     if arrays:
         params.inputs = write_inputs(settings=services.settings, arrays=arrays)
     return revision
@@ -183,7 +194,8 @@ def toggle_neurons(*, store: StatsStore, db: Database, checkpoint: Checkpoint, w
         chosen = NeuronIndexSet.model_validate(neurons.find_set(db=db, name=which.set_name).neurons)
     elif which.part:
         masks = neurons.compute_overlap(store=store, db=db, base_model=checkpoint.base_model, p=which.p,
-                                        stat=which.stat, seed=which.seed, hook=which.hook, shared=which.shared).masks
+                                        stat=which.stat, seed=which.seed, hook=which.hook, shared=which.shared,
+                                        include_frozen=which.include_frozen).masks
         chosen = NeuronIndexSet.model_validate(sel.mask_to_dict(masks[which.part]))
     else:
         raise Invalid("say which neurons: neurons={layer: [..]}, set=NAME or part=shared|helpful_specific|...")

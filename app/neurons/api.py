@@ -25,6 +25,7 @@ from workers.contract.vocab import HookPoint, Regime, Scope, SharedMode, Stat
 router = APIRouter(tags=["neurons"])
 
 Seed = Annotated[int, Query(ge=0, le=MAX_SEED)]
+IncludeFrozen = Annotated[bool, Query(description="also select from layers frozen in training (left out by default)")]
 Layer = Annotated[int | None, Query(gt=-MAX_LAYERS, lt=MAX_LAYERS, description="one layer (404 outside the capture)")]
 
 
@@ -37,10 +38,11 @@ def api_captures(store: StoreDep, db: DatabaseDep, base_model: str | None = None
 @router.get("/api/neurons/{base_model:path}/overlap")
 def api_overlap(store: StoreDep, db: DatabaseDep, base_model: str, p: Annotated[Percent, Query()] = 10.0,
                 stat: Stat = Stat.A, seed: Seed = 0, hook: HookPoint = HookPoint.down_proj_input,
-                shared: SharedMode = SharedMode.intersection) -> OverlapOut:
-    """H, R, M top-p% sets of one base model and seed, and how they overlap (everything but raw masks)."""
+                shared: SharedMode = SharedMode.intersection, include_frozen: IncludeFrozen = False) -> OverlapOut:
+    """H, R, M top-p% sets of one base model and seed, and how they overlap (everything but raw masks). Layers
+    frozen in training (`frozen_layers`) are left out of selection unless `include_frozen`."""
     return service.compute_overlap(store=store, db=db, base_model=base_model, p=p, stat=stat, seed=seed, hook=hook,
-                                   shared=shared).summary
+                                   shared=shared, include_frozen=include_frozen).summary
 
 
 @router.get("/api/neurons/{base_model:path}/scores")
@@ -63,9 +65,10 @@ def api_scores(store: StoreDep, db: DatabaseDep, base_model: str, regime: Regime
     s = service.score_array(store=store, checkpoint=checkpoint, stat=stat, scope=scope, hook=hook)
     if layer is not None and not 0 <= layer < s.shape[0]:
         raise NotFound(f"layer {layer} out of range: {base_model} has layers 0-{s.shape[0] - 1}")
+    frozen = service.checkpoint_frozen_layers(db=db, checkpoints=[checkpoint], n_layers=s.shape[0])
     return ScoresOut(base_model=base_model, checkpoint=checkpoint, regime=of_regime, stat=stat, scope=scope,
                      hook=hook, shape=list(s.shape), layer=layer,
-                     scores=(s if layer is None else s[layer]).tolist())
+                     scores=(s if layer is None else s[layer]).tolist(), frozen_layers=list(frozen))
 
 
 @router.post("/api/neuron-sets", status_code=201)

@@ -53,6 +53,36 @@ def json_safe(x: Any) -> Any:
     return x
 
 
+FROZEN_FILL = "rgba(134, 142, 150, 0.25)"
+"""The band that marks layers frozen in training on the layer plots."""
+
+
+def layer_span(layers: list[int] | tuple[int, ...]) -> str:
+    """Layers as words: "layer 0", "layers 0–1", "layers 0–2, 5"."""
+    runs: list[list[int]] = []
+    for layer in sorted(set(layers)):
+        if runs and layer == runs[-1][1] + 1:
+            runs[-1][1] = layer
+        else:
+            runs.append([layer, layer])
+    text = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs)
+    return ("layer " if len(layers) == 1 else "layers ") + text
+
+
+def frozen_bands(frozen: list[int], label: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Plotly shapes (a shaded band per run of frozen layers, on a layer x axis) and one annotation."""
+    if not frozen:
+        return [], []
+    shapes = []
+    for layer in sorted(set(frozen)):
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": layer - 0.5, "x1": layer + 0.5,
+                       "y0": 0, "y1": 1, "fillcolor": FROZEN_FILL, "line": {"width": 0}, "layer": "above"})
+    lo = min(frozen) - 0.5
+    note = {"xref": "x", "yref": "paper", "x": lo, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
+            "showarrow": False, "text": label, "font": {"size": 11, "color": "#495057"}}
+    return shapes, [note]
+
+
 def _round(x: float, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}") if math.isfinite(x) else None
 
@@ -171,15 +201,22 @@ def venn(ov: OverlapOut) -> dict[str, Any]:
 
 
 def layer_heatmap(ov: OverlapOut) -> dict[str, Any]:
-    """Selected neurons per layer of each overlap part."""
+    """Selected neurons per layer of each overlap part; layers frozen in training are shaded and labelled
+    (left out of selection, or included when the view asks)."""
     rows = list(PART_LABELS)
-    return {"data": [{"type": "heatmap", "z": [ov.layer_counts[r] for r in rows],
-                      "x": list(range(ov.n_layers)), "y": [PART_LABELS[r] for r in rows],
-                      "colorscale": "Blues", "reversescale": True,
-                      "colorbar": {"title": {"text": "neurons"}},
-                      "hovertemplate": "%{y}<br>layer %{x}: %{z} neurons<extra></extra>"}],
-            "layout": {"xaxis": {"title": {"text": "layer"}, "dtick": 1},
-                       "yaxis": {"autorange": "reversed"}, "margin": {"t": 20, "l": 170}}}
+    label = f"frozen in training ({'included' if ov.include_frozen else 'left out'})"
+    shapes, notes = frozen_bands(ov.frozen_layers, label)
+    spec: dict[str, Any] = {
+        "data": [{"type": "heatmap", "z": [ov.layer_counts[r] for r in rows],
+                  "x": list(range(ov.n_layers)), "y": [PART_LABELS[r] for r in rows],
+                  "colorscale": "Blues", "reversescale": True,
+                  "colorbar": {"title": {"text": "neurons"}},
+                  "hovertemplate": "%{y}<br>layer %{x}: %{z} neurons<extra></extra>"}],
+        "layout": {"xaxis": {"title": {"text": "layer"}, "dtick": 1},
+                   "yaxis": {"autorange": "reversed"}, "margin": {"t": 20, "l": 170}}}
+    if shapes:
+        spec["layout"].update(shapes=shapes, annotations=notes, margin={"t": 30, "l": 170})
+    return spec
 
 
 def neuron_stats(stats: list[dict[str, Any]], stat: Stat) -> dict[str, Any]:

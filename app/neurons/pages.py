@@ -131,8 +131,10 @@ def _serialised(spec: dict[str, Any]) -> tuple[Markup, dict[str, Any]]:
 @router.get("/models/{base_model:path}/dashboard", response_class=HTMLResponse)
 def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: str, p: str = "10",
               stat: str = Stat.A, seed: str = "0", shared: str = SharedMode.intersection, hook: str = DEFAULT_HOOK,
-              scatter: str = ScatterMode.single) -> Response:
+              scatter: str = ScatterMode.single, include_frozen: str | None = None) -> Response:
     raw = {"p": p, "stat": stat, "seed": seed, "shared": shared, "hook": hook, "scatter": scatter}
+    if include_frozen is not None and include_frozen.strip():
+        raw["include_frozen"] = include_frozen
     hooks = _captured_hooks(store, db, base_model, hook)
     form: dict[str, Any] = {"view": dict(raw), "stats": STAT_NAMES, "shared_modes": SHARED_MODE_NAMES,
                             "hooks": hooks, "uncaptured": [str(h) for h in HookPoint if str(h) not in hooks],
@@ -141,8 +143,12 @@ def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: st
     try:
         view = DashboardView.parse(**raw)
         form["view"].update(p=f"{view.p:g}", seed=view.seed)
+        form["view"].pop("include_frozen", None)
+        if view.include_frozen:
+            form["view"]["include_frozen"] = "true"
         ov = service.compute_overlap(store=store, db=db, base_model=base_model, p=view.p, stat=view.stat,
-                                     seed=view.seed, hook=view.hook, shared=view.shared)
+                                     seed=view.seed, hook=view.hook, shared=view.shared,
+                                     include_frozen=view.include_frozen)
         (xr, xs), (yr, ys), *_ = figures.scatter_axes(view.scatter, view.stat)
         x, y = (service.score_array(store=store, checkpoint=ov.summary.checkpoints[r], stat=view.stat, scope=s,
                                     hook=view.hook, info=ov.captures[r]) for r, s in ((xr, xs), (yr, ys)))
@@ -156,15 +162,27 @@ def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: st
         size=lambda v: len(v[0]) + 4096)
     specs = {"venn": figures.venn(ov.summary), "layers": figures.layer_heatmap(ov.summary)}
     hook_q = {"hook": view.hook} if view.hook != DEFAULT_HOOK else {}
+    form["frozen_layers"] = ov.summary.frozen_layers
     return _page(request, "dashboard.html", **form, base_model=base_model, form=form,
+                 frozen=_frozen_note(base_model, ov.summary.frozen_layers, form["view"]),
                  ov=ov.summary.model_dump(mode="json"), specs=specs, scatter_json=scatter_json,
                  scatter_sample=scatter_sample, parts=_part_lists(base_model, ov.masks, view.hook),
                  part_labels=PART_LABELS, neuron_base=f"/models/{_model_path(base_model)}/neurons/",
                  neuron_query=urlencode(hook_q),
                  api_url=f"/api/neurons/{_model_path(base_model)}/overlap?" + urlencode(
                      {"p": form["view"]["p"], "stat": view.stat, "seed": view.seed, "hook": view.hook,
-                      "shared": view.shared}),
+                      "shared": view.shared, **({"include_frozen": "true"} if view.include_frozen else {})}),
                  permalink=dashboard_url(base_model, **form["view"]))
+
+
+def _frozen_note(base_model: str, frozen: list[int], view: dict[str, Any]) -> dict[str, Any] | None:
+    """What the dashboard says about layers frozen in training, and the link that switches them in or out."""
+    if not frozen:
+        return None
+    included = view.get("include_frozen") == "true"
+    other = {k: v for k, v in view.items() if k != "include_frozen"}
+    return {"layers": frozen, "span": figures.layer_span(frozen), "included": included,
+            "switch_url": dashboard_url(base_model, **other, **({} if included else {"include_frozen": "true"}))}
 
 
 @router.post("/ui/neuron-sets", response_class=HTMLResponse)
@@ -172,10 +190,11 @@ def ui_save_part(store: StoreDep, db: DatabaseDep, name: Annotated[str, Form(min
                  base_model: Annotated[str, Form()], part: Annotated[OverlapPart, Form()],
                  p: Annotated[Percent, Form()] = 10.0, stat: Annotated[Stat, Form()] = Stat.A,
                  seed: Annotated[int, Form()] = 0, hook: Annotated[HookPoint, Form()] = DEFAULT_HOOK,
-                 shared: Annotated[SharedMode, Form()] = SharedMode.intersection) -> Response:
+                 shared: Annotated[SharedMode, Form()] = SharedMode.intersection,
+                 include_frozen: Annotated[bool, Form()] = False) -> Response:
     """The dashboard's "save set" form (htmx): store one overlap part, answer a one-line fragment."""
     body = NeuronSetCreate(name=name, base_model=base_model, part=part, p=p, stat=stat, seed=seed, hook=hook,
-                           shared=shared)
+                           shared=shared, include_frozen=include_frozen)
     ns = service.create_set(store=store, db=db, body=body)
     api = "/api/neuron-sets/" + quote(ns.name, safe="")
     return HTMLResponse(templates.env.from_string(
@@ -207,6 +226,10 @@ def neuron_page(request: Request, store: StoreDep, db: DatabaseDep, model: str, 
                                         order.get(r["objective"], 3), r["side"] != Side.chosen))
     ranks = service.neuron_ranks(store=store, db=db, base_model=model, layer=layer, index=index, stat=stat,
                                  hook=hook, captures=captures)
+    at_hook = [c for c in captures if c["hook"] == hook]
+    frozen_in = [c for c in at_hook if layer in c.get("frozen_layers", ())]
+    frozen = {"all": len(frozen_in) == len(at_hook),
+              "rms": sorted({f"{c['regime']} RM (seed {c['seed']})" for c in frozen_in})} if frozen_in else None
     q = {"stat": stat if stat != Stat.A else None, "hook": hook if hook != DEFAULT_HOOK else None}
     nav = {
         "prev": neuron_url(model, layer, index - 1, **q) if index > 0 else
@@ -220,7 +243,7 @@ def neuron_page(request: Request, store: StoreDep, db: DatabaseDep, model: str, 
     return _page(request, "neuron.html", model=model, layer=layer, index=index, n_layers=n_layers,
                  n_neurons=n_neurons, stat=stat, stats_names=STAT_NAMES, hook=hook,
                  hooks=_captured_hooks(store, db, model, hook),
-                 rows=detail["stats"], ranks=ranks,
+                 rows=detail["stats"], ranks=ranks, frozen=frozen,
                  examples=[{"regime": k[0], "objective": k[1], "side": k[2], "entries": v}
                            for k, v in examples.items()],
                  spec=figures.neuron_stats(detail["stats"], stat), nav=nav,

@@ -47,6 +47,8 @@ Percent = Annotated[float, BeforeValidator(_percent)]
 MaybeFloat = Annotated[float | None, BeforeValidator(_finite_or_none)]
 """A float that may be undefined: NaN and ±inf become null."""
 
+FROZEN_DESCRIPTION = ("layers frozen in training (the embeddings too): their neurons are the same in every RM "
+                      "trained from this base model")
 STAT_NAMES: dict[Stat, str] = {Stat.A: "magnitude (mean activation)",
                                Stat.C: "change (mean squared change from the base model)",
                                Stat.P: "probability (fraction of tokens > 0)"}
@@ -98,6 +100,7 @@ class DashboardView(_View):
     shared: SharedMode = SharedMode.intersection
     hook: HookPoint = HookPoint.down_proj_input
     scatter: ScatterMode = ScatterMode.single
+    include_frozen: bool = False
 
 
 class NeuronView(_View):
@@ -119,6 +122,7 @@ class CaptureOut(BaseModel):
     n_neurons: int
     result_key: str | None
     seed: int
+    frozen_layers: list[int] = Field(default_factory=list, description=FROZEN_DESCRIPTION)
 
 
 class ScoresOut(BaseModel):
@@ -133,6 +137,7 @@ class ScoresOut(BaseModel):
     shape: list[int]
     layer: int | None = None
     scores: list[list[MaybeFloat]] | list[MaybeFloat]
+    frozen_layers: list[int] = Field(default_factory=list, description=FROZEN_DESCRIPTION + " (this checkpoint)")
 
 
 class SelectionOut(BaseModel):
@@ -198,6 +203,12 @@ class OverlapOut(BaseModel):
     venn: VennOut
     n_layers: int
     n_neurons: int
+    frozen_layers: list[int] = Field(default_factory=list,
+                                     description=FROZEN_DESCRIPTION + " (in any of the three RMs); left out of "
+                                                                      "selection unless include_frozen")
+    include_frozen: bool = Field(False, description="whether the frozen layers' neurons were selectable")
+    n_selectable: int = Field(..., description="neurons each top-p% is taken over: all of them, or those of the "
+                                               "layers not left out")
 
 
 class NeuronSetSummary(BaseModel):
@@ -247,6 +258,8 @@ class NeuronSetCreate(BaseModel):
     seed: int = 0
     hook: HookPoint = HookPoint.down_proj_input
     shared: SharedMode = SharedMode.intersection
+    include_frozen: bool = Field(False, description="also select from layers frozen in training (left out by "
+                                                    "default)")
 
 
 class NeuronSetCombine(BaseModel):

@@ -5,6 +5,13 @@ Scores follow METHOD.md §3: per side, a token-weighted mean over the objectives
 `workers.neurons.selection.top_percent`: one global threshold θ = the (100 − p)th percentile (linear
 interpolation, as numpy's default) over every (layer, neuron) of the model, S ≥ θ.
 
+Layers frozen in training (`TrainSettings.freeze_layers`: the embeddings and the lowest N blocks, recorded
+in the checkpoint's meta) hold the same neurons in every RM trained from one base model, so they would be
+"shared" only because they never changed. Selection leaves them out by default (`include_frozen=True` keeps
+them): their neurons are masked before top-p, as if scored −inf, and p% is taken over the trainable
+layers' neurons only (`workers.neurons.selection.top_percent`'s `exclude`). `frozen_layers_of` is the one
+place that reads which layers were frozen.
+
 Functions take what they need (`store`, `db`) as keywords. The few `services`-first functions at the
 end are the entry points other domains (`app.ablation`, `app.domains`) call today.
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,6 +81,51 @@ def _objectives(regime: str | None, scope: Scope) -> tuple[Objective, ...]:
     return (Objective(scope),)
 
 
+# -- layers frozen in training --------------------------------------------------------------------------
+def frozen_layers_of(meta: Mapping[str, Any] | None, n_layers: int | None = None) -> tuple[int, ...]:
+    """The transformer layers a checkpoint's training kept frozen, from its meta (`Checkpoint.meta`, the
+    train job's summary, or the checkpoint's meta.json): layers 0 … freeze_layers − 1 of its
+    `settings.freeze_layers` (a top-level `freeze_layers` is read too). A missing, null, zero or unreadable
+    value means none frozen. Clipped to `n_layers` when given. Whenever a layer was frozen, the embeddings
+    were too (`workers.training.trainer.freeze_lower_layers`)."""
+    if not meta:
+        return ()
+    settings = meta.get("settings")
+    value = settings.get("freeze_layers") if isinstance(settings, Mapping) else None
+    if value is None:
+        value = meta.get("freeze_layers")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return ()
+    n = int(value)
+    if n_layers is not None:
+        n = min(n, int(n_layers))
+    return tuple(range(max(n, 0)))
+
+
+def checkpoint_frozen_layers(*, db: Database, checkpoints: Iterable[str],
+                             n_layers: int | None = None) -> tuple[int, ...]:
+    """The layers frozen in training in any of `checkpoints` (sorted union; a checkpoint the metadata
+    database does not know counts as none frozen)."""
+    ids = sorted(set(checkpoints))
+    if not ids:
+        return ()
+    with db.session() as s:
+        metas = s.execute(select(Checkpoint.meta).where(Checkpoint.id.in_(ids))).scalars().all()
+    return tuple(sorted({layer for m in metas for layer in frozen_layers_of(m, n_layers)}))
+
+
+def view_frozen_layers(*, store: StatsStore, db: Database, base_model: str, seed: int = 0,
+                       hook: HookPoint = HookPoint.down_proj_input) -> tuple[int, ...]:
+    """The layers frozen in training in any of the captured helpful, harmless and mixed RMs of one base model
+    and seed (the overlap dashboard's view): the layers its selections leave out by default."""
+    found = _regime_captures(_captures_with_seeds(store=store, db=db, base_model=base_model), seed, hook)
+    return _union_frozen(found.values())
+
+
+def _union_frozen(infos: Iterable[dict[str, Any]]) -> tuple[int, ...]:
+    return tuple(sorted({int(layer) for info in infos for layer in info.get("frozen_layers", ())}))
+
+
 # -- captures and scores ------------------------------------------------------------------------------
 def list_captures(*, store: StatsStore, db: Database, base_model: str | None = None) -> list[CaptureOut]:
     """Every captured (checkpoint, hook), with the checkpoint's training seed (0 when it has no SQL row)."""
@@ -88,13 +141,19 @@ def _capture_rows(store: StatsStore, base_model: str | None = None) -> list[dict
 
 
 def _captures_with_seeds(*, store: StatsStore, db: Database, base_model: str | None) -> list[dict[str, Any]]:
-    """The capture index's rows (with their result keys), each with its checkpoint's training seed."""
+    """The capture index's rows (with their result keys), each with its checkpoint's training seed and the
+    layers frozen in its training (`frozen_layers_of`)."""
     rows = _capture_rows(store, base_model)
     ids = {r["checkpoint"] for r in rows}
     with db.session() as s:
-        seeds = dict(s.execute(select(Checkpoint.id, Checkpoint.seed).where(Checkpoint.id.in_(ids))).tuples().all()) \
-            if ids else {}
-    return [{**r, "seed": seeds.get(r["checkpoint"], 0)} for r in rows]
+        found = s.execute(select(Checkpoint.id, Checkpoint.seed, Checkpoint.meta)
+                          .where(Checkpoint.id.in_(ids))).tuples().all() if ids else []
+    known = {ck: (seed, meta) for ck, seed, meta in found}
+    out = []
+    for r in rows:
+        seed, meta = known.get(r["checkpoint"], (0, None))
+        out.append({**r, "seed": seed, "frozen_layers": list(frozen_layers_of(meta, int(r["n_layers"])))})
+    return out
 
 
 def capture_info(*, store: StatsStore, checkpoint: str, hook: HookPoint) -> dict[str, Any]:
@@ -163,17 +222,35 @@ def score_array(*, store: StatsStore, checkpoint: str, stat: Stat = Stat.A, scop
 
 
 def select_top(*, store: StatsStore, checkpoint: str, p: float, stat: Stat = Stat.A, scope: Scope = Scope.own,
-               hook: HookPoint = HookPoint.down_proj_input, info: dict[str, Any] | None = None) -> sel.Selection:
+               hook: HookPoint = HookPoint.down_proj_input, info: dict[str, Any] | None = None,
+               db: Database | None = None, include_frozen: bool = False,
+               frozen_layers: Sequence[int] | None = None) -> sel.Selection:
     """Top-p% of the score array by `workers.neurons.selection.top_percent`; ties reported as selected beyond
-    what p% and interpolation explain. The selection (its mask read-only) is cached beside the scores."""
+    what p% and interpolation explain. The selection (its mask read-only) is cached beside the scores.
+
+    Layers frozen in training are left out unless `include_frozen`: their neurons are never selected and
+    p% (requested, θ, ties) is taken over the other layers' neurons. Which layers: `frozen_layers` when
+    given (the overlap passes the union over its three RMs), else the checkpoint's own, from `info` when it
+    is a `base_model_captures` row or else from `db`. Without either, the training is unknown and nothing
+    is left out."""
     if not (math.isfinite(p) and 0 <= p <= 100):
         raise Invalid(f"p must be a percentage within [0, 100], got {p}")
     stat, scope, hook = _word(Stat, stat, "statistic"), _word(Scope, scope, "scope"), _word(HookPoint, hook, "hook")
     info = info if info is not None else capture_info(store=store, checkpoint=checkpoint, hook=hook)
     scores = score_array(store=store, checkpoint=checkpoint, stat=stat, scope=scope, hook=hook, info=info)
+    excluded: tuple[int, ...] = ()
+    if not include_frozen:
+        if frozen_layers is not None:
+            excluded = tuple(sorted({int(x) for x in frozen_layers if 0 <= int(x) < scores.shape[0]}))
+        elif "frozen_layers" in info:
+            excluded = _union_frozen([info])
+        elif db is not None:
+            excluded = checkpoint_frozen_layers(db=db, checkpoints=[checkpoint], n_layers=scores.shape[0])
+    key: tuple[Any, ...] = ("top", _score_key(info, stat, _objectives(info["regime"], scope), hook), float(p))
+    exclude = sel.layer_exclusion(scores.shape, excluded) if excluded else None
     try:
-        return store.cache.get(("top", _score_key(info, stat, _objectives(info["regime"], scope), hook), float(p)),
-                               lambda: sel.top_percent(scores, p))
+        return store.cache.get((*key, excluded) if excluded else key,
+                               lambda: sel.top_percent(scores, p, exclude=exclude))
     except ValueError as exc:  # NaN scores: a capture with missing statistics
         raise Invalid(f"cannot select from checkpoint {checkpoint!r}: {exc}") from exc
 
@@ -230,8 +307,13 @@ class Overlap:
 
 def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: float = 10.0, stat: Stat = Stat.A,
                     seed: int = 0, hook: HookPoint = HookPoint.down_proj_input,
-                    shared: SharedMode = SharedMode.intersection) -> Overlap:
-    """H, R, M top-p% sets and how they overlap: Jaccards, three-way, per layer, against chance."""
+                    shared: SharedMode = SharedMode.intersection, include_frozen: bool = False) -> Overlap:
+    """H, R, M top-p% sets and how they overlap: Jaccards, three-way, per layer, against chance.
+
+    Layers frozen in training in any of the three RMs (`frozen_layers` of the summary) are left out of all
+    three selections unless `include_frozen`: their neurons are never selected, each RM's p% is taken over
+    the trainable layers' neurons, and the chance model (the hypergeometric test) draws from those only.
+    With nothing frozen, the result is the same either way."""
     stat, hook = _word(Stat, stat, "statistic"), _word(HookPoint, hook, "hook")
     shared = _word(SharedMode, shared, "shared mode")
     found = _regime_captures(_captures_with_seeds(store=store, db=db, base_model=base_model), seed, hook)
@@ -240,16 +322,23 @@ def compute_overlap(*, store: StatsStore, db: Database, base_model: str, p: floa
         raise NotFound(f"{base_model} seed {seed}: no capture for the {', '.join(sorted(missing))} RM(s)")
     infos = {r: found[r] for r in REGIMES}
     cks = {r: infos[r]["checkpoint"] for r in REGIMES}
-    sets = {r: select_top(store=store, checkpoint=cks[r], p=p, stat=stat, hook=hook, info=infos[r]) for r in REGIMES}
+    frozen = _union_frozen(infos.values())
+    excluded = () if include_frozen else frozen
+    sets = {r: select_top(store=store, checkpoint=cks[r], p=p, stat=stat, hook=hook, info=infos[r],
+                          frozen_layers=excluded) for r in REGIMES}
     key = ("overlap", *(_score_key(infos[r], stat, _objectives(r, Scope.own), hook) for r in REGIMES), float(p),
-           str(shared), base_model, seed)
-    summary, masks = store.cache.get(key, lambda: _overlap(base_model, p, stat, seed, hook, shared, cks, sets))
+           str(shared), base_model, seed, frozen, bool(include_frozen))
+    summary, masks = store.cache.get(key, lambda: _overlap(base_model, p, stat, seed, hook, shared, cks, sets,
+                                                           frozen, bool(include_frozen)))
     return Overlap(summary=summary, masks=masks, captures=infos, key=key)
 
 
 def _overlap(base_model: str, p: float, stat: Stat, seed: int, hook: HookPoint, shared: SharedMode,
-             cks: dict[Regime, str], sets: dict[Regime, sel.Selection]) -> tuple[OverlapOut, dict[OverlapPart, Mask]]:
+             cks: dict[Regime, str], sets: dict[Regime, sel.Selection], frozen: tuple[int, ...] = (),
+             include_frozen: bool = False) -> tuple[OverlapOut, dict[OverlapPart, Mask]]:
     H, R, M = (sets[r].mask for r in REGIMES)
+    excluded = () if include_frozen else frozen
+    selectable = ~sel.layer_exclusion(H.shape, excluded).any(axis=1)  # the layers selection drew from
     parts = sel.specific_and_shared(H, R, mode=shared)
     masks: dict[OverlapPart, Mask] = {OverlapPart.helpful: H, OverlapPart.harmless: R, OverlapPart.mixed: M,
                                       **{OverlapPart(k): m for k, m in parts.items()}}
@@ -260,14 +349,16 @@ def _overlap(base_model: str, p: float, stat: Stat, seed: int, hook: HookPoint, 
         jaccard=JaccardOut(helpful_harmless=sel.set_jaccard(H, R), mixed_helpful=sel.set_jaccard(M, H),
                            mixed_harmless=sel.set_jaccard(M, R)),
         three_way=sel.three_way_overlap(H, R, M),
-        significance=SignificanceOut(**sel.overlap_significance(H, R)),
+        significance=SignificanceOut(**sel.overlap_significance(H[selectable], R[selectable])),
         layer_fractions={r: LayerFractionsOut(**sel.layer_fractions(sets[r].mask)) for r in REGIMES},
         layer_counts={k: sel.layer_counts(m).tolist() for k, m in masks.items()},
         sizes={k: int(m.sum()) for k, m in masks.items()},
         venn=VennOut(H_only=int((H & ~R & ~M).sum()), R_only=int((R & ~H & ~M).sum()),
                      M_only=int((M & ~H & ~R).sum()), HR_only=int((H & R & ~M).sum()),
                      HM_only=int((H & M & ~R).sum()), RM_only=int((R & M & ~H).sum()), HRM=int((H & R & M).sum())),
-        n_layers=int(H.shape[0]), n_neurons=int(H.shape[1]))
+        n_layers=int(H.shape[0]), n_neurons=int(H.shape[1]),
+        frozen_layers=list(frozen), include_frozen=include_frozen,
+        n_selectable=int(selectable.sum()) * int(H.shape[1]))
     return summary, masks
 
 
@@ -306,7 +397,8 @@ def neuron_ranks(*, store: StatsStore, db: Database, base_model: str, layer: int
         pct = float(np.searchsorted(ranked, v, side="left") / ranked.size * 100) \
             if ranked.size and math.isfinite(v) else None
         ranks.append({"regime": c["regime"], "checkpoint": c["checkpoint"], "seed": c["seed"],
-                      "score": v if math.isfinite(v) else None, "percentile": pct})
+                      "score": v if math.isfinite(v) else None, "percentile": pct,
+                      "frozen": layer in c.get("frozen_layers", ())})
     return ranks
 
 
@@ -371,8 +463,10 @@ def combine_sets(*, db: Database, name: str, op: SetOp, names: list[str]) -> Neu
 
 
 def set_from_top_p(*, store: StatsStore, db: Database, name: str, checkpoint: str, p: float, stat: Stat = Stat.A,
-                   scope: Scope = Scope.own, hook: HookPoint = HookPoint.down_proj_input) -> NeuronSet:
-    """Store the top-p% set of one captured checkpoint under a name, keeping its defining formula."""
+                   scope: Scope = Scope.own, hook: HookPoint = HookPoint.down_proj_input,
+                   include_frozen: bool = False) -> NeuronSet:
+    """Store the top-p% set of one captured checkpoint under a name, keeping its defining formula. The
+    checkpoint's layers frozen in training are left out unless `include_frozen` (`select_top`)."""
     info = capture_info(store=store, checkpoint=checkpoint, hook=hook)
     base = info["base_model"]
     if not base:
@@ -381,23 +475,27 @@ def set_from_top_p(*, store: StatsStore, db: Database, name: str, checkpoint: st
             base = ck.base_model if ck is not None else None
     if not base:
         raise Invalid(f"the capture of checkpoint {checkpoint!r} names no base model")
-    chosen = select_top(store=store, checkpoint=checkpoint, p=p, stat=stat, scope=scope, hook=hook)
+    frozen = checkpoint_frozen_layers(db=db, checkpoints=[checkpoint], n_layers=int(info["n_layers"]))
+    chosen = select_top(store=store, checkpoint=checkpoint, p=p, stat=stat, scope=scope, hook=hook, info=info,
+                        frozen_layers=() if include_frozen else frozen)
     formula = {"kind": "top_p", "checkpoint": checkpoint, "regime": info["regime"], "p": p, "stat": stat,
                "scope": scope, "hook": hook, "requested": chosen.requested, "selected": chosen.selected,
-               "tied": chosen.tied}
+               "tied": chosen.tied, "frozen_layers": list(frozen), "include_frozen": include_frozen}
     return save_set(db=db, name=name, base_model=base, mask=chosen.mask, formula=formula)
 
 
 def set_from_overlap_part(*, store: StatsStore, db: Database, name: str, base_model: str, part: OverlapPart,
                           p: float = 10.0, stat: Stat = Stat.A, seed: int = 0,
                           hook: HookPoint = HookPoint.down_proj_input,
-                          shared: SharedMode = SharedMode.intersection) -> NeuronSet:
-    """Store one part of the H/R/M overlap (e.g. the helpful-specific neurons) under a name."""
+                          shared: SharedMode = SharedMode.intersection, include_frozen: bool = False) -> NeuronSet:
+    """Store one part of the H/R/M overlap (e.g. the helpful-specific neurons) under a name; layers frozen
+    in training are left out unless `include_frozen` (`compute_overlap`)."""
     part = _word(OverlapPart, part, "part")
     ov = compute_overlap(store=store, db=db, base_model=base_model, p=p, stat=stat, seed=seed, hook=hook,
-                         shared=shared)
+                         shared=shared, include_frozen=include_frozen)
     formula = {"kind": "overlap_part", "base_model": base_model, "part": part, "p": p, "stat": stat,
-               "seed": seed, "hook": hook, "shared_mode": shared, "checkpoints": dict(ov.summary.checkpoints)}
+               "seed": seed, "hook": hook, "shared_mode": shared, "checkpoints": dict(ov.summary.checkpoints),
+               "frozen_layers": ov.summary.frozen_layers, "include_frozen": include_frozen}
     return save_set(db=db, name=name, base_model=base_model, mask=ov.masks[part], formula=formula)
 
 
@@ -417,10 +515,11 @@ def create_set(*, store: StatsStore, db: Database, body: NeuronSetCreate) -> Neu
         if body.checkpoint:
             raise Invalid("give either checkpoint (top-p% formula) or base_model + part, not both")
         return set_from_overlap_part(store=store, db=db, name=name, base_model=body.base_model, part=body.part,
-                                     p=body.p, stat=body.stat, seed=body.seed, hook=body.hook, shared=body.shared)
+                                     p=body.p, stat=body.stat, seed=body.seed, hook=body.hook, shared=body.shared,
+                                     include_frozen=body.include_frozen)
     if body.checkpoint:
         return set_from_top_p(store=store, db=db, name=name, checkpoint=body.checkpoint, p=body.p, stat=body.stat,
-                              scope=body.scope, hook=body.hook)
+                              scope=body.scope, hook=body.hook, include_frozen=body.include_frozen)
     raise Invalid("give either checkpoint (with p, stat, scope) or base_model and part "
                   f"({', '.join(OverlapPart)})")
 

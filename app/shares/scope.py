@@ -41,7 +41,8 @@ _TARGETS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(rf"^/models/{_BM}/dashboard$"), MODEL),
     (re.compile(rf"^/models/{_BM}/neurons/\d+/\d+$"), MODEL),
 )
-SHAREABLE = "a study's report (/studies/KEY), a result (/results/KEY, /ablations/KEY), an RM (/lab/rm/CHECKPOINT), a comparison " \
+SHAREABLE = "a study's report (/studies/KEY), a result (/results/KEY, /ablations/KEY), " \
+            "an RM (/lab/rm/CHECKPOINT), a comparison " \
             "(/lab/compare/MODEL) or a model's neuron dashboard or neuron page (/models/MODEL/…)"
 
 

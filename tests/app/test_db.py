@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.core.db import Checkpoint, Database, Dataset, Job, NeuronSet, Run, ShareLink
+from app.core.db import Checkpoint, Database, Dataset, Job, NeuronSet, Run, ShareLink, Study
 from app.core.migrate import metadata_revision, upgrade_metadata
 
 
@@ -15,7 +15,8 @@ def test_migrations_reach_head_and_rows_round_trip(database_url: str) -> None:
     assert upgrade_metadata(database_url) == rev  # idempotent
     db = Database(database_url)
     tables = set(sa.inspect(db.engine).get_table_names())
-    assert {"jobs", "checkpoints", "datasets", "runs", "neuron_sets", "share_links", "alembic_version"} <= tables
+    assert {"jobs", "checkpoints", "datasets", "runs", "neuron_sets", "share_links", "studies",
+            "alembic_version"} <= tables
     with db.session() as s:
         s.add(Job(id="j1", kind="score", params={"model": "tiny-bert", "nested": {"a": [1, 2]}},
                   result_key="k1", status="queued", metrics={}))
@@ -25,12 +26,17 @@ def test_migrations_reach_head_and_rows_round_trip(database_url: str) -> None:
         s.add(NeuronSet(id="s1", name="shared", base_model="tiny-bert", formula={"op": "and"},
                         neurons={"0": [1, 2]}, size=2))
         s.add(ShareLink(token="t" * 32, target="/results/k1"))
+        s.add(Study(key="s" * 24, preset="smoke", model="tiny-bert", spec={"seeds": [0]}, jobs={"train/mixed/0": "j1"},
+                    stage_times={"train": [1.0, None]}))
     with db.session() as s:
         job = s.get(Job, "j1")
         assert job is not None and job.params["nested"] == {"a": [1, 2]} and job.attempts == 0
         assert s.get(Checkpoint, "c1").meta == {"acc": 0.7}  # type: ignore[union-attr]
         assert s.get(NeuronSet, "s1").neurons == {"0": [1, 2]}  # type: ignore[union-attr]
         assert s.get(ShareLink, "t" * 32).read_only is True  # type: ignore[union-attr]
+        study = s.get(Study, "s" * 24)
+        assert study is not None and study.status == "running" and study.stage == "train"
+        assert study.jobs == {"train/mixed/0": "j1"} and study.stage_times == {"train": [1.0, None]}
     db.dispose()
 
 

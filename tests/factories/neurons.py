@@ -79,9 +79,10 @@ def example_rows(checkpoint: str, neurons: list[tuple[int, int]], *, per_group: 
 def add_capture(services: Services, *, regime: str, base_model: str = MODEL, seed: int = 0,
                 hook: str = HookPoint.down_proj_input, shape: tuple[int, int] = SHAPE, rng_seed: int = 0,
                 shared: np.ndarray | None = None, example_neurons: list[tuple[int, int]] | None = None,
-                with_change: bool = True) -> Capture:
-    """A checkpoint row and its capture result, as a finished capture job leaves them."""
-    ck = add_checkpoint(services, base_model=base_model, regime=regime, seed=seed)
+                with_change: bool = True, meta: dict[str, Any] | None = None) -> Capture:
+    """A checkpoint row and its capture result, as a finished capture job leaves them (`meta`: the
+    checkpoint's recorded meta, e.g. `training_meta(freeze_layers=2)`)."""
+    ck = add_checkpoint(services, base_model=base_model, regime=regime, seed=seed, meta=meta)
     rows = stat_rows(ck, regime, base_model=base_model, hook=hook, shape=shape, rng_seed=rng_seed, shared=shared,
                      with_change=with_change)
     examples = example_rows(ck, example_neurons or [], rng_seed=rng_seed)
@@ -95,12 +96,20 @@ def add_capture(services: Services, *, regime: str, base_model: str = MODEL, see
 
 def add_three_regimes(services: Services, *, base_model: str = MODEL, seed: int = 0,
                       hook: str = HookPoint.down_proj_input, shape: tuple[int, int] = SHAPE,
-                      example_neurons: list[tuple[int, int]] | None = None) -> dict[str, Capture]:
-    """Captured helpful, harmless and mixed RMs of one base model and seed, sharing part of their signal."""
+                      example_neurons: list[tuple[int, int]] | None = None,
+                      meta: dict[str, Any] | None = None) -> dict[str, Capture]:
+    """Captured helpful, harmless and mixed RMs of one base model and seed, sharing part of their signal.
+    The values depend on seed and shape only, so two base models given the same ones have the same scores."""
     shared = 1.5 * np.random.default_rng(1000 + seed).normal(0.0, 1.0, shape)
     return {str(r): add_capture(services, regime=r, base_model=base_model, seed=seed, hook=hook, shape=shape,
-                                rng_seed=17 * seed + i, shared=shared, example_neurons=example_neurons)
+                                rng_seed=17 * seed + i, shared=shared, example_neurons=example_neurons, meta=meta)
             for i, r in enumerate(REGIMES)}
+
+
+def training_meta(*, freeze_layers: int | None) -> dict[str, Any]:
+    """A checkpoint's meta as a finished train job records it (`Checkpoint.meta`: the job's summary), reduced
+    to the settings that matter to the neuron pages."""
+    return {"preset": "demo", "settings": {"preset": "demo", "freeze_layers": freeze_layers}}
 
 
 # -- large captures, built columnar ----------------------------------------------------------------------------

@@ -230,29 +230,38 @@ def _ablation(mask: NDArray[np.bool_], opts: Mapping[str, Any]) -> Ablation:
     return Ablation(mask, **opts)
 
 
+def _exclusion(shape: Sequence[int], exclude_layers: Sequence[int]) -> NDArray[np.bool_] | None:
+    """The neurons of `exclude_layers` (e.g. layers frozen in training) as `selection`'s `exclude`; None for
+    none. Excluded neurons are never selected and p% is taken over the others (`selection.top_percent`)."""
+    return selection.layer_exclusion(shape, exclude_layers) if len(exclude_layers) else None
+
+
 def experiment_a(probe: Probe, scorer: Scorer, scores: Mapping[str, ArrayLike], *,
                  percents: Sequence[float] = PERCENTS_A, seeds: Sequence[int] = DEFAULT_SEEDS,
                  controls: bool = True, n_boot: int = 1000, mode: AblationMode = AblationMode.zero,
-                 factor: float = 0.0, means: ArrayLike | None = None) -> list[dict[str, Any]]:
+                 factor: float = 0.0, means: ArrayLike | None = None,
+                 exclude_layers: Sequence[int] = ()) -> list[dict[str, Any]]:
     """Accuracy vs p for uniformly random sets (one row per seed) and for each score-based selection
     (`scores`: a `SelectionMethod` -> [n_layers, n_neurons], e.g. {'magnitude': A, 'change': C}), on the
     RM's own test items; score-based sets also get layer-matched random controls. p = 0 is the unablated
-    model."""
+    model. `exclude_layers` (layers frozen in training) are left out of both the score-based and the
+    uniformly random sets: p% of the other layers' neurons, drawn among them."""
     opts = {"mode": mode, "factor": factor, "means": means}
     shape = np.asarray(next(iter(scores.values()))).shape if scores else None
     if shape is None:
         raise ValueError("experiment A needs at least one score array (for the model's shape)")
+    exclude = _exclusion(shape, exclude_layers)
     base = scorer([None])[0]
     rows: list[dict[str, Any]] = []
     for p in percents:
         for s in seeds:
-            abl = _ablation(selection.random_set(shape, p, s), opts)
+            abl = _ablation(selection.random_set(shape, p, s, exclude=exclude), opts)
             res = run_with_controls(probe, scorer, abl, shape, seeds=(), base=base, n_boot=n_boot,
                                     groups=("all",))
             rows.append({"experiment": "A", "selection": "random", "p": float(p), "seed": int(s),
                          "n_selected": abl.n_neurons, "tied": False, **res["rows"][0]})
         for method, sc in scores.items():
-            sel = selection.top_percent(sc, p)
+            sel = selection.top_percent(sc, p, exclude=exclude)
             abl = _ablation(sel.mask, opts)
             res = run_with_controls(probe, scorer, abl, shape, seeds=seeds if controls else (), base=base,
                                     n_boot=n_boot, groups=("all",))
@@ -265,10 +274,12 @@ def experiment_a(probe: Probe, scorer: Scorer, scores: Mapping[str, ArrayLike], 
 def experiment_b(probe: Probe, scorer: Scorer, magnitude: ArrayLike, *, p: float = 10.0,
                  seeds: Sequence[int] = DEFAULT_SEEDS, n_boot: int = 1000,
                  mode: AblationMode = AblationMode.zero, factor: float = 0.0,
-                 means: ArrayLike | None = None) -> dict[str, Any]:
+                 means: ArrayLike | None = None, exclude_layers: Sequence[int] = ()) -> dict[str, Any]:
     """Magnitude top-p% ablation: Δ accuracy per subset (with its Helpful/Harmless type) and per objective,
-    beside layer-matched random controls; plus the items whose verdict flips."""
-    sel = selection.top_percent(magnitude, p)
+    beside layer-matched random controls; plus the items whose verdict flips. `exclude_layers` (layers
+    frozen in training) are left out of the selection: p% of the other layers' neurons."""
+    mag = np.asarray(magnitude)
+    sel = selection.top_percent(mag, p, exclude=_exclusion(mag.shape, exclude_layers))
     abl = _ablation(sel.mask, {"mode": mode, "factor": factor, "means": means})
     res = run_with_controls(probe, scorer, abl, sel.mask.shape, seeds=seeds, n_boot=n_boot)
     rows = [{"experiment": "B", "selection": "magnitude", "p": float(p), "tied": sel.tied, **r}
@@ -281,12 +292,14 @@ def experiment_c(probe: Probe, scorer_mixed: Scorer, helpful_scores: ArrayLike, 
                  percents: Sequence[float] = (5.0, 10.0, 20.0), seeds: Sequence[int] = DEFAULT_SEEDS,
                  shared_mode: SharedMode = SharedMode.intersection, n_boot: int = 1000,
                  mode: AblationMode = AblationMode.zero, factor: float = 0.0,
-                 means: ArrayLike | None = None) -> dict[str, Any]:
+                 means: ArrayLike | None = None, exclude_layers: Sequence[int] = ()) -> dict[str, Any]:
     """On the mixed RM: ablate helpful-specific H \\ R, harmless-specific R \\ H and shared sets at each p.
 
     H and R are the top-p% sets of the helpful and harmless RMs' scores. Rows give Δ accuracy per group,
     Δ per neuron and, when `single_rm_correct` holds the unablated helpful and harmless RMs' per-item
     correctness (aligned with `probe.item_ids`), transferability before/after and for the random controls.
+    `exclude_layers` (layers frozen in training, whose neurons are the same in every RM) are left out of H
+    and R: each is the top p% of the other layers' neurons.
     """
     opts = {"mode": mode, "factor": factor, "means": means}
     base = scorer_mixed([None])[0]
@@ -300,9 +313,11 @@ def experiment_c(probe: Probe, scorer_mixed: Scorer, helpful_scores: ArrayLike, 
     rows: list[dict[str, Any]] = []
     flips: list[dict[str, Any]] = []
     sets_out: dict[str, dict[str, Any]] = {}
+    hs, rs = np.asarray(helpful_scores), np.asarray(harmless_scores)
+    exclude = _exclusion(hs.shape, exclude_layers)
     for p in percents:
-        h = selection.top_percent(helpful_scores, p).mask
-        r = selection.top_percent(harmless_scores, p).mask
+        h = selection.top_percent(hs, p, exclude=exclude).mask
+        r = selection.top_percent(rs, p, exclude=exclude).mask
         sets = selection.specific_and_shared(h, r, mode=shared_mode)
         for name, mask in sets.items():
             abl = _ablation(mask, opts)

@@ -272,6 +272,12 @@ class AblateParams(Params):
     inputs: InputsURI | None = Field(None, description="set by the API: .npz of neuron scores/means")
     helpful_checkpoint: CheckpointId | None = Field(None, description="set by the API for C: the helpful-only RM")
     harmless_checkpoint: CheckpointId | None = Field(None, description="set by the API for C: the harmless-only RM")
+    include_frozen: bool = Field(False, description="A-C: also select from layers frozen in training (by default "
+                                                    "their neurons, identical in every RM, are left out)")
+    frozen_layers: list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]] | None = Field(
+        None, max_length=MAX_LAYERS, description="always set by the API (a request's value is replaced): for A-C the "
+                                                 "layers frozen in training of the checkpoints selected from "
+                                                 "(None: none)")
 
 
 PARAMS_BY_KIND: dict[JobKind, type[Params]] = {

@@ -66,16 +66,20 @@ def run(job: JobIO, progress: Progress) -> ResultManifest:
     if params.mode == AblationMode.mean:
         opts["means"] = inputs["means"]
     seeds = params.random_seeds
+    # Layers frozen in training hold the same neurons in every RM: left out of A-C's selections unless asked.
+    exclude = [] if params.include_frozen else sorted(set(params.frozen_layers or []))
     rows: list[dict[str, Any]] = []
     flips: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"experiment": params.experiment, "regime": meta["regime"], "n_items": probe.n_items}
+    summary: dict[str, Any] = {"experiment": params.experiment, "regime": meta["regime"], "n_items": probe.n_items,
+                               "frozen_layers": list(params.frozen_layers or []), "excluded_layers": exclude}
     if params.experiment == Experiment.A:
         scores: dict[str, Any] = {k: inputs[k] for k in ("magnitude", "change") if k in inputs}
-        raw = experiment_a(probe, scorer, scores, percents=params.percents or PERCENTS_A, seeds=seeds, **opts)
+        raw = experiment_a(probe, scorer, scores, percents=params.percents or PERCENTS_A, seeds=seeds,
+                           exclude_layers=exclude, **opts)
         rows = [_row(r, "A", r["selection"]) for r in raw]
     elif params.experiment == Experiment.B:
         p = (params.percents or [10.0])[0]
-        out = experiment_b(probe, scorer, inputs["magnitude"], p=p, seeds=seeds, **opts)
+        out = experiment_b(probe, scorer, inputs["magnitude"], p=p, seeds=seeds, exclude_layers=exclude, **opts)
         rows = [_row(r, "B", "magnitude") for r in out["rows"]]
         flips = [{**f, "condition": "magnitude", "p": p} for f in out["flips"]]
     elif params.experiment == Experiment.C:
@@ -91,7 +95,7 @@ def run(job: JobIO, progress: Progress) -> ResultManifest:
             del rm
         out = experiment_c(probe, scorer, inputs["helpful_magnitude"], inputs["harmless_magnitude"],
                            single_rm_correct=singles, percents=params.percents or (5.0, 10.0, 20.0), seeds=seeds,
-                           **opts)
+                           exclude_layers=exclude, **opts)
         rows = [_row(r, "C", r["set"]) for r in out["rows"]]
         flips = [{**{k: v for k, v in f.items() if k != "set"}, "condition": f["set"]} for f in out["flips"]]
         summary["neuron_sets"] = {k: sum(len(v) for v in d.values()) for k, d in out["neuron_sets"].items()}

@@ -25,6 +25,7 @@ __all__ = [
     "difference",
     "intersection",
     "layer_counts",
+    "layer_exclusion",
     "layer_fractions",
     "layer_matched_random",
     "mask_to_dict",
@@ -98,12 +99,40 @@ def untied_count(n: int, p: float) -> int:
     return n - lo if h == lo else n - lo - 1
 
 
-def top_percent(scores: ArrayLike, p: float) -> Selection:
+def layer_exclusion(shape: Sequence[int], layers: Sequence[int]) -> Mask:
+    """A mask of `shape` [n_layers, n_neurons] holding every neuron of `layers` (those out of range ignored):
+    the `exclude` of `top_percent` and `random_set` for layers that must not be selected (e.g. layers
+    frozen in training, whose neurons are identical in every RM trained from the same base)."""
+    shp = _check_shape(shape)
+    out = np.zeros(shp, dtype=bool)
+    rows = [int(x) for x in layers if 0 <= int(x) < shp[0]]
+    if rows:
+        out[rows] = True
+    return out
+
+
+def _exclusion(exclude: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[np.bool_] | None:
+    """`exclude` as a boolean mask of `shape`, or None when it leaves nothing out."""
+    if exclude is None:
+        return None
+    ex = np.asarray(exclude)
+    if ex.dtype != np.bool_ or ex.shape != shape:
+        raise ValueError(f"exclude must be a boolean mask of shape {shape}, got {ex.dtype} {ex.shape}")
+    return ex if ex.any() else None
+
+
+def top_percent(scores: ArrayLike, p: float, *, exclude: ArrayLike | None = None) -> Selection:
     """Top-p% by one global threshold θ = np.percentile(all entries, 100 − p), selecting S >= θ.
 
     This is the study's rule (numpy's default linear interpolation), so ties can select far more than p%;
     the returned Selection reports requested vs selected and flags ties. p=0 selects nothing (θ = +inf;
     the bare percentile rule would still pick the maximum), p=100 selects everything.
+
+    `exclude` (a boolean mask like `scores`) leaves entries out as if their score were −inf *and* they were
+    not there: they are never selected, their scores are not looked at (NaN allowed), and θ, the requested
+    count and the tie test are taken over the remaining entries only, so p% means p% of the eligible
+    neurons (e.g. of the trainable layers' neurons when frozen layers are excluded). An exclusion that
+    leaves nothing out gives exactly the unexcluded selection; one that leaves nothing in selects nothing.
     """
     p = _check_p(p)
     s = np.asarray(scores)
@@ -111,14 +140,20 @@ def top_percent(scores: ArrayLike, p: float) -> Selection:
         s = s.astype(np.float64)
     if s.size == 0:
         raise ValueError("scores are empty")
-    if not np.isfinite(s).all():
+    ex = _exclusion(exclude, s.shape)
+    pool = s if ex is None else s[~ex]
+    if not np.isfinite(pool).all():
         raise ValueError("scores contain NaN or inf; fix the statistics before selecting")
-    n = int(s.size)
+    n = int(pool.size)
     requested = requested_count(n, p)
-    if p == 0.0:
-        return Selection(np.zeros(s.shape, dtype=bool), float("inf"), 0, 0, False, p)
-    theta = float(np.percentile(s, 100.0 - p))
-    mask = s >= theta
+    if p == 0.0 or n == 0:
+        return Selection(np.zeros(s.shape, dtype=bool), float("inf"), requested, 0, False, p)
+    theta = float(np.percentile(pool, 100.0 - p))
+    if ex is None:
+        mask = s >= theta
+    else:
+        mask = np.zeros(s.shape, dtype=bool)
+        mask[~ex] = pool >= theta
     selected = int(mask.sum())
     tied = selected > max(requested, untied_count(n, p))
     return Selection(mask, theta, requested, selected, tied, p)
@@ -134,14 +169,23 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return shp
 
 
-def random_set(shape: Sequence[int], p: float, seed: int) -> Mask:
-    """Exactly requested_count(total, p) neurons, uniformly at random over all layers; the seeded control."""
+def random_set(shape: Sequence[int], p: float, seed: int, *, exclude: ArrayLike | None = None) -> Mask:
+    """Exactly requested_count(total, p) neurons, uniformly at random over all layers; the seeded control.
+
+    `exclude` (a boolean mask of `shape`) leaves neurons out as `top_percent` does: p% of the remaining
+    neurons, drawn among them only. An exclusion that leaves nothing out gives the same set as none."""
     shp = _check_shape(shape)
     total = shp[0] * shp[1]
-    k = requested_count(total, p)
+    ex = _exclusion(exclude, shp)
     rng = np.random.default_rng(seed)
     flat = np.zeros(total, dtype=bool)
-    flat[rng.choice(total, size=k, replace=False)] = True
+    if ex is None:
+        k = requested_count(total, p)
+        flat[rng.choice(total, size=k, replace=False)] = True
+    else:
+        eligible = np.flatnonzero(~ex.ravel())
+        k = requested_count(int(eligible.size), p)
+        flat[rng.choice(eligible, size=k, replace=False)] = True
     return flat.reshape(shp)
 
 
