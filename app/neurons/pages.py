@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
-from app.core.deps import DatabaseDep, StoreDep
+from app.core.deps import DatabaseDep, ServicesDep, StoreDep
 from app.core.errors import AppError, NotFound
 from app.neurons import figures, service
 from app.neurons.figures import PART_LABELS
@@ -32,7 +32,7 @@ from app.neurons.schemas import (
     ScatterMode,
 )
 from app.web.templating import templates
-from workers.contract.vocab import REGIMES, HookPoint, OverlapPart, SharedMode, Side, Stat
+from workers.contract.vocab import REGIMES, HookPoint, JobKind, OverlapPart, SharedMode, Side, Stat
 
 router = APIRouter(tags=["neurons"], include_in_schema=False)
 
@@ -138,7 +138,7 @@ def dashboard(request: Request, store: StoreDep, db: DatabaseDep, base_model: st
     hooks = _captured_hooks(store, db, base_model, hook)
     form: dict[str, Any] = {"view": dict(raw), "stats": STAT_NAMES, "shared_modes": SHARED_MODE_NAMES,
                             "hooks": hooks, "uncaptured": [str(h) for h in HookPoint if str(h) not in hooks],
-                            "scatter_modes": SCATTER_MODE_NAMES,
+                            "queue_model": base_model, "scatter_modes": SCATTER_MODE_NAMES,
                             "action": f"/models/{_model_path(base_model)}/dashboard"}
     try:
         view = DashboardView.parse(**raw)
@@ -183,6 +183,16 @@ def _frozen_note(base_model: str, frozen: list[int], view: dict[str, Any]) -> di
     other = {k: v for k, v in view.items() if k != "include_frozen"}
     return {"layers": frozen, "span": figures.layer_span(frozen), "included": included,
             "switch_url": dashboard_url(base_model, **other, **({} if included else {"include_frozen": "true"}))}
+
+
+@router.post("/ui/neurons/queue-capture", response_class=HTMLResponse)
+def queue_capture(request: Request, services: ServicesDep, base_model: Annotated[str, Form(max_length=256)],
+                  hook: Annotated[HookPoint, Form()], seed: Annotated[int, Form(ge=0)] = 0) -> Response:
+    """Queue the captures a view lacks at `hook` (one job per RM, the settings of its existing capture)."""
+    params = service.missing_capture_params(store=services.store, db=services.db, base_model=base_model,
+                                            seed=seed, hook=hook)
+    jobs = [services.jobs.submit(JobKind.capture, p) for p in params]
+    return templates.TemplateResponse(request, "neurons/_queued_captures.html", {"jobs": jobs, "hook": hook})
 
 
 @router.post("/ui/neuron-sets", response_class=HTMLResponse)

@@ -534,3 +534,29 @@ def prepare_capture(services: Services, params: Any) -> str:
     params.dataset = resolve_dataset(services, params.dataset)
     _, revision = load_checked_dataset(services, params.dataset)
     return f"{revision}:{ck.id}"
+
+
+# -- capturing a missing hook ----------------------------------------------------------------------------
+def missing_capture_params(*, store: StatsStore, db: Database, base_model: str, seed: int,
+                           hook: HookPoint) -> list[dict[str, Any]]:
+    """Capture job parameters for each RM of a view (base model, seed) not yet captured at `hook`: the same
+    data and settings as its existing capture, at the new hook. 404 when the view has no capture at all."""
+    from app.core.db import Run
+
+    hook = _word(HookPoint, hook, "hook")
+    rows = [r for r in _captures_with_seeds(store=store, db=db, base_model=base_model) if r["seed"] == seed]
+    if not rows:
+        raise NotFound(f"{base_model} seed {seed} has no capture to copy the settings from; capture it first")
+    done = {r["checkpoint"] for r in rows if r["hook"] == hook}
+    out: dict[str, dict[str, Any]] = {}
+    with db.session() as s:
+        for r in rows:
+            ck = r["checkpoint"]
+            if ck in done or ck in out:
+                continue
+            run = next((s.get(Run, k) for k in r["result_keys"] if s.get(Run, k) is not None), None)
+            params = dict(run.params) if run is not None else {"checkpoint": ck, "base_model": base_model}
+            out[ck] = {**params, "hook": str(hook)}
+    if not out:
+        raise Conflict(f"{base_model} seed {seed} is already captured at {hook}")
+    return list(out.values())
