@@ -48,7 +48,7 @@ SMOKE = StudyPreset(
 DEMO = StudyPreset(
     name="demo", description="MiniLM-L6 on the bundled HH-RLHF and RM-Bench pairs, sized for two CPU cores",
     model="minilm-l6", train_preset=Preset.demo, seeds=(0,), train_limit=None, eval_limit=None, capture_limit=128,
-    ablate_limit=64, max_length=128, dose_percents=(0.0, 5.0, 10.0, 20.0, 30.0, 100.0), random_seeds=(0, 1),
+    ablate_limit=64, max_length=128, dose_percents=(0.0, 10.0, 20.0, 30.0, 100.0), random_seeds=(0, 1),
     expected_minutes=15.0,
 )
 
