@@ -162,8 +162,15 @@ class ReportTable(BaseModel):
         return format(value, spec)
 
     def display_rows(self) -> list[list[str]]:
+        """Rows as text. A std over seeds from a single seed is shown as "–", not as a reassuring 0."""
         head = self.header()
-        return [[self.display(v, head[i]) for i, v in enumerate(r)] for r in self.records()]
+        seeds_at = head.index("seeds") if "seeds" in head else None
+        out = []
+        for r in self.records():
+            one_seed = seeds_at is not None and r[seeds_at] == 1
+            out.append([("–" if one_seed and head[i].startswith("std") else self.display(v, head[i]))
+                        for i, v in enumerate(r)])
+        return out
 
 
 class ReportFigure(BaseModel):

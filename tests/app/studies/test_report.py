@@ -339,3 +339,11 @@ def test_claims_of_the_seeded_study_name_their_evidence(world: SimpleNamespace) 
     # the seeded B rows: the helpful RM's own excess CI [-9.5, +0.5] straddles 0, opposing Δ CIs lie below 0
     assert claims[2].verdict == FAILS and "(b) does not hold" in claims[2].evidence
     assert all(c.rule for c in claims.values())
+
+
+def test_a_std_over_one_seed_is_shown_as_a_dash_not_as_zero() -> None:
+    from app.studies.report import ReportTable
+
+    t = ReportTable(name="t", title="t", columns=["RM", "seeds", "accuracy %", "std over seeds"],
+                    rows=[["a", 1, 60.0, 0.0], ["b", 3, 55.0, 1.5]], formats={"std over seeds": ".1f"})
+    assert t.display_rows() == [["a", "1", "60", "–"], ["b", "3", "55", "1.5"]]
