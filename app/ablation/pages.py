@@ -2,13 +2,16 @@
 
 A toggle is a GET (allowed through read-only share links): `/ui/live/{checkpoint}?part=...` answers a
 partial with the per-objective shift. Its state is pushed into the page URL (`HX-Push-Url`, built from the
-page's own URL), so reloading or sharing the page reproduces the toggle. Queueing the exact full-test
-evaluation is a POST (refused through share links). Figures are dict specs embedded as JSON.
+page's own URL), so reloading or sharing the page reproduces the toggle; the panels carry
+`hx-history="false"`, so htmx takes no snapshot of the (large) page for its history cache on a toggle.
+Queueing the exact full-test evaluation is a POST (refused through share links). Figures are dict specs
+embedded as JSON.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -43,6 +46,8 @@ SHORT_LABELS: dict[str, str] = {
     OverlapPart.helpful: "H (helpful RM's set)", OverlapPart.harmless: "R (harmless RM's set)",
     OverlapPart.mixed: "M (mixed RM's set)", OverlapPart.helpful_specific: "helpful-specific H \\ R",
     OverlapPart.harmless_specific: "harmless-specific R \\ H", OverlapPart.shared: "shared H ∩ R"}
+NEURONS_SHOWN = 24
+"""How many neurons a set shows as links before it says "+k more"."""
 MODES: dict[str, str] = {AblationMode.zero: "zero (set to 0)", AblationMode.mean: "mean (set to its mean activation)",
                          AblationMode.scale: "scale (multiply)"}
 
@@ -67,6 +72,16 @@ def _push_url(request: Request, toggle: dict[str, Any]) -> str | None:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in TOGGLE_KEYS]
     query += [(k, str(v)) for k, v in toggle.items() if v not in (None, "")]
     return parts.path + ("?" + urlencode(query) if query else "")
+
+
+def neuron_list(base_model: str | None, layers: Mapping[int, Sequence[int]],
+                limit: int = NEURONS_SHOWN) -> dict[str, Any]:
+    """A neuron set as the pages show it: its first `limit` neurons as `layer·index` links to their neuron
+    pages (plain text where the base model is unknown), and how many more there are."""
+    every = [(int(layer), int(i)) for layer, idx in sorted(layers.items()) for i in idx]
+    links = [{"layer": layer, "index": i, "url": neuron_url(base_model, layer, i) if base_model else None}
+             for layer, i in every[:limit]]
+    return {"links": links, "more": len(every) - len(links), "total": len(every)}
 
 
 def _captures(services: Services, base_model: str, hook: HookPoint) -> list[dict[str, Any]]:
@@ -106,9 +121,11 @@ def neuron_panel(request: Request, v: Annotated[NeuronPanelView, Query()], servi
                  autorun=f"/ui/live/{ck}?" + urlencode(toggle) if v.ck else None)
 
 
-def _describe(v: LiveView) -> str:
+def _describe(v: LiveView) -> tuple[str, str]:
+    """What a toggle switches off, in words, and its layer scope (neurons named directly: the page shows
+    them as links between the two)."""
     if v.neurons:
-        what = f"neurons {v.neurons}"
+        what = "neurons"
     elif v.set_name:
         what = f"named set “{v.set_name}”"
     else:
@@ -118,7 +135,7 @@ def _describe(v: LiveView) -> str:
             what += f" ({v.shared} rule)"
         if v.include_frozen:
             what += ", layers frozen in training included"
-    return what + (f", layer {v.layer} only" if v.layer is not None else "")
+    return what, (f", layer {v.layer} only" if v.layer is not None else "")
 
 
 def _live(request: Request, services: Services, pool: LivePool, checkpoint: Checkpoint, v: LiveView) -> Response:
@@ -126,10 +143,12 @@ def _live(request: Request, services: Services, pool: LivePool, checkpoint: Chec
     answer = service.live_toggle(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
                                  chosen=chosen, how=v, hook=v.hook)
     shown = json_safe(answer.model_dump(mode="json"))
+    what, scope = _describe(v)
     resp = _page(request, "_shift.html", checkpoint=checkpoint.id, ck=checkpoint, answer=shown,
-                 spec=json_safe(figures.shift_spec(shown)), what=_describe(v),
+                 spec=json_safe(figures.shift_spec(shown)), what=what, scope=scope,
                  per_layer=[(layer, len(idx)) for layer, idx in chosen.layers.items()], mode=v.mode,
-                 factor=v.factor, probe_limit=v.probe_limit,
+                 factor=v.factor, probe_limit=v.probe_limit, named=bool(v.neurons),
+                 neuron_list=neuron_list(checkpoint.base_model, chosen.layers),
                  neurons_json=json.dumps(chosen.as_json(), separators=(",", ":")))
     if v.push:
         toggle = {"ck": checkpoint.id, "part": None if (v.set_name or v.neurons) else v.part, "set": v.set_name,
@@ -209,7 +228,5 @@ def ablation_page(request: Request, result_key: str, store: StoreDep, db: Databa
     elif experiment == Experiment.C:
         ctx["specs"]["sets"] = json_safe(figures.sets_spec(rows))
     else:
-        ctx["neuron_links"] = [
-            {"layer": layer, "index": i, "url": neuron_url(base, layer, i) if base else None}
-            for layer, idx in NeuronIndexSet.model_validate(ctx["neuron_set"]).layers.items() for i in idx][:60]
+        ctx["neuron_list"] = neuron_list(base, NeuronIndexSet.model_validate(ctx["neuron_set"]).layers, limit=60)
     return _page(request, "result.html", **ctx)

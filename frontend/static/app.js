@@ -9,7 +9,10 @@
 
   // Render every Plotly figure whose spec is embedded as a JSON data block.
   function renderPlots(root) {
-    (root || document).querySelectorAll("[data-plot]").forEach(function (el) {
+    root = root || document;
+    var els = Array.prototype.slice.call(root.querySelectorAll("[data-plot]"));
+    if (root.matches && root.matches("[data-plot]")) els.unshift(root);
+    els.forEach(function (el) {
       var specEl = document.getElementById(el.dataset.plot);
       if (!specEl) return;
       var spec = JSON.parse(specEl.textContent);
@@ -24,7 +27,36 @@
     var token = cookie("csrftoken");
     if (token) e.detail.headers["X-CSRFToken"] = token;
   });
-  document.addEventListener("htmx:afterSwap", function (e) { renderPlots(e.target); });
+  // Draw swapped-in figures only once htmx has settled them. While settling, htmx gives a new element
+  // the class and style of the old one with the same id (a replaced #plot-shift, say), then puts its
+  // own back: a figure drawn before that loses Plotly's `js-plotly-plot` class, and with it the CSS
+  // that stacks its SVG layers inside the box, so the layers spill over the controls below.
+  document.addEventListener("htmx:afterSettle", function (e) { renderPlots(e.target); });
+  // A figure that htmx removes gives back Plotly's resize listener and state.
+  document.addEventListener("htmx:beforeCleanupElement", function (e) {
+    var el = e.target;
+    if (el && el.dataset && el.dataset.plot && el.classList.contains("js-plotly-plot")) Plotly.purge(el);
+  });
+
+  // One request per intent: a form does not send a request identical (same method, URL and fields)
+  // to the one it still has in flight. Editing a field and clicking the form's button fires `change`
+  // (on blur) and then `submit`: the second is the same request and is dropped, not sent to replace
+  // the first (which the server would compute for nothing).
+  var inFlight = new WeakMap();  // form -> {xhr, key} of its latest request
+  function requestKey(form, verb, path) {
+    return verb + " " + path + "?" + new URLSearchParams(new FormData(form)).toString();
+  }
+  document.addEventListener("htmx:confirm", function (e) {
+    var d = e.detail, prev = d.elt && d.elt.tagName === "FORM" && inFlight.get(d.elt);
+    var pending = prev && prev.xhr.readyState > 0 && prev.xhr.readyState < 4;  // opened, not done nor aborted
+    if (pending && prev.key === requestKey(d.elt, d.verb, d.path)) e.preventDefault();
+  });
+  document.addEventListener("htmx:beforeSend", function (e) {
+    var d = e.detail, cfg = d.requestConfig;
+    if (d.elt && d.elt.tagName === "FORM" && d.xhr && cfg) {
+      inFlight.set(d.elt, {xhr: d.xhr, key: requestKey(d.elt, cfg.verb, cfg.path)});
+    }
+  });
 
   // Inside a shared (read-only) view, links keep carrying the share token.
   document.addEventListener("click", function (e) {
