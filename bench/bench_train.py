@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -58,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     test = [p for p in pairs if p.split == "test"]
     types = subset_types(test)
     runs: list[dict[str, Any]] = []
+    # Precision varies fastest: fp32 and bf16 runs of one configuration sit side by side in time, so a change in
+    # machine load affects both alike.
     combos = itertools.product([int(x) for x in args.pairs.split(",")], [float(x) for x in args.epochs.split(",")],
-                               [int(x) for x in args.freeze.split(",")], args.precision.split(","),
-                               args.regimes.split(","))
-    for n_pairs, epochs, freeze, precision, regime in combos:
+                               [int(x) for x in args.freeze.split(",")], args.regimes.split(","),
+                               args.precision.split(","))
+    for n_pairs, epochs, freeze, regime, precision in combos:
         settings = replace(DEMO, epochs=epochs, freeze_layers=freeze, cpu_bf16=precision == "bf16",
                            max_pairs_per_objective=n_pairs, evals_per_epoch=args.evals,
                            eval_on_start=args.step0, learning_rate=args.lr)
@@ -87,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
                "bf16_used": result.metrics["bf16"], "regime": regime, "steps": result.metrics["steps"],
                "train_wall_s": round(train_s, 1), "score_test_s": round(score_s, 1),
                "final_eval_acc": result.metrics["final_eval_acc"], "type_accuracy": acc}
+        run["load_avg_1m"] = round(os.getloadavg()[0], 2)
         print(run, flush=True)
         runs.append(run)
     lines = ["| pairs/obj | epochs | frozen | precision | regime | steps | train s | helpful-type acc | "
-             "harmless-type acc | longer wins (help/harm) | shorter wins (help/harm) |", "|" + "---|" * 11]
+             "harmless-type acc | longer wins (help/harm) | shorter wins (help/harm) | load 1 min |", "|" + "---|" * 12]
     for r in runs:
         a: dict[str, Any] = r["type_accuracy"]
         lines.append(f"| {r['pairs_per_objective']} | {r['epochs']:g} | {r['freeze_layers']} | {r['precision']}"
@@ -98,6 +102,6 @@ def main(argv: list[str] | None = None) -> None:
                      f"{r['steps']} | {r['train_wall_s']} | {a['helpful']['accuracy']:.3f} | "
                      f"{a['harmless']['accuracy']:.3f} | {a['helpful']['length_longer']:.3f}/"
                      f"{a['harmless']['length_longer']:.3f} | {a['helpful']['length_shorter']:.3f}/"
-                     f"{a['harmless']['length_shorter']:.3f} |")
+                     f"{a['harmless']['length_shorter']:.3f} | {r['load_avg_1m']} |")
     write(args.out, {"native_bf16": cpu_has_native_bf16(), "torch_threads": torch.get_num_threads(),
                      "test_items": len({p.item_id for p in test}), "runs": runs}, "\n".join(lines) + "\n")
