@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench train")
     ap.add_argument("--pairs", default="300", help="pairs per objective, comma-separated")
     ap.add_argument("--epochs", default="1", help="comma-separated")
-    ap.add_argument("--freeze", default="2", help="frozen lower layers, comma-separated")
+    ap.add_argument("--freeze", default=str(DEMO.freeze_layers), help="frozen lower layers, comma-separated")
     ap.add_argument("--precision", default="fp32,bf16")
     ap.add_argument("--regimes", default="helpful,harmless,mixed")
     ap.add_argument("--evals", type=int, default=DEMO.evals_per_epoch, help="evaluations per epoch")

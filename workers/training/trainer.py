@@ -316,6 +316,11 @@ def train_reward_model(loaded: LoadedModel, pairs: Sequence[PreferencePair], set
             del trainer  # drop the optimizer state before the caller saves or scores
         recorder.restore_best(model)
     finally:
+        # Mixed precision wraps the model's forward in autocast (accelerate); unwrap it, so whatever scores
+        # this model next in the same process does so in its own precision, not silently in bf16.
+        from accelerate.utils import extract_model_from_parallel
+
+        extract_model_from_parallel(model, keep_fp32_wrapper=False)
         for p in frozen:
             p.requires_grad_(True)
         model.to(loaded_dtype)
