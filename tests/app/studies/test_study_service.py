@@ -98,3 +98,20 @@ def test_a_smoke_study_runs_every_stage_cancels_and_resumes(client: TestClient) 
     assert key[:12] in client.get("/studies").text
     listed = client.get("/api/studies").json()
     assert [s["key"] for s in listed] == [key]
+
+
+@pytest.mark.timeout(900)
+def test_a_study_goes_on_after_an_api_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The study's state is its SQL row: an API that stops mid-study and starts again finishes it."""
+    from app.main import create_app
+    from tests.conftest import make_settings
+    from tests.factories.http import app_client
+
+    settings = make_settings(tmp_path)
+    with app_client(create_app(settings, start_supervisor=False)) as before:
+        out = before.post("/api/studies", json={"preset": "smoke", "seeds": [1]}).json()
+        assert out["status"] == "running" and {j["status"] for j in out["stages"][0]["jobs"]} == {"queued"}
+    with app_client(create_app(settings)) as after:
+        done = _wait(after, out["key"])
+        assert done["status"] == "succeeded", done["error"]
+        assert done["results"]["checkpoints"]["mixed"] == {"1": done["results"]["checkpoints"]["mixed"]["1"]}
