@@ -854,8 +854,9 @@ class _Builder:
     def caveats(self) -> None:
         n = len(self.results.seeds)
         if n < 3:
-            self.report.caveats.insert(0, f"{n} seed(s): the paper averages three seeds and six base models; std "
-                                          "over seeds is 0 with one seed, and the CIs are item-level only.")
+            spread = "a std over seeds needs two (shown as –)" if n == 1 else f"a std over {n} seeds is rough"
+            self.report.caveats.insert(0, f"{n} seed(s): the paper averages three seeds and six base models; "
+                                          f"{spread}, and the CIs are item-level only.")
         self.report.caveats.append(f"One base model ({self.results.model}); METHOD.md §6 averages six.")
 
 
