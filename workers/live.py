@@ -7,6 +7,7 @@ Keeping the RM and its probe set warm in this process is what makes toggles inte
 from __future__ import annotations
 
 import io
+import json
 import sys
 import traceback
 from typing import Any, TextIO
@@ -14,7 +15,15 @@ from typing import Any, TextIO
 from pydantic import BaseModel, ValidationError
 
 from workers.contract.artifacts import checkpoint_key, key_of
-from workers.contract.live import LiveAnswer, LiveError, LiveReady, LiveSessionConfig, LiveToggleRequest
+from workers.contract.live import (
+    LiveAnswer,
+    LiveError,
+    LiveEstimateAnswer,
+    LiveEstimateRequest,
+    LiveReady,
+    LiveSessionConfig,
+    LiveToggleRequest,
+)
 from workers.storage import ArtifactStore
 
 
@@ -38,6 +47,31 @@ def open_session(config: LiveSessionConfig) -> Any:
             means = data["means"]
     return LiveAblationSession(loaded, by_objective, max_length=config.max_length, means=means,
                                hook_point=config.hook)
+
+
+class Estimates:
+    """The session's first-order estimator, built on the first estimate request (one forward and backward
+    pass over the probe set), then answering any set from memory."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.estimator: Any = None
+
+    def answer(self, req: LiveEstimateRequest) -> LiveEstimateAnswer:
+        import time
+
+        started = time.perf_counter()
+        built_now = self.estimator is None
+        if built_now:
+            from workers.ablation.estimate import FirstOrderEstimate
+
+            self.estimator = FirstOrderEstimate.from_session(self.session)
+        est = self.estimator.estimate(req.neurons.layers, mode=req.mode, factor=req.factor)
+        objectives = {o: {k: v[k] for k in ("n_pairs", "baseline_accuracy", "baseline_mean_margin", "delta_margin",
+                                            "delta_accuracy")} for o, v in est.items()}
+        return LiveEstimateAnswer.model_validate({
+            "objectives": objectives, "seconds": time.perf_counter() - started,
+            "build_s": float(self.estimator.build_s), "built_now": built_now})
 
 
 def _send(out: TextIO, message: BaseModel) -> None:
@@ -65,8 +99,12 @@ def main() -> int:
         traceback.print_exc()
         _send(out, _error(exc))
         return 1
+    estimates = Estimates(session)
     for line in sys.stdin:
         try:
+            if json.loads(line).get("estimate") is True:
+                _send(out, estimates.answer(LiveEstimateRequest.model_validate_json(line)))
+                continue
             req = LiveToggleRequest.model_validate_json(line)
             ans = session.toggle(req.neurons.layers, mode=req.mode, factor=req.factor, path=req.path)
             _send(out, LiveAnswer.model_validate(ans))

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query
 
 from app.ablation import service
 from app.ablation.live import LivePoolDep
-from app.ablation.schemas import AblationResult, AblationRunSummary, LiveToggleAnswer, ToggleQuery
+from app.ablation.schemas import (
+    AblationResult,
+    AblationRunSummary,
+    LiveEstimateOut,
+    LiveToggleAnswer,
+    ToggleQuery,
+)
 from app.core.deps import CheckpointDep, ServicesDep, StoreDep
 
 router = APIRouter(tags=["ablation"])
@@ -21,6 +27,16 @@ def toggle(checkpoint: CheckpointDep, query: Annotated[ToggleQuery, Query()], se
     chosen = service.toggle_neurons(store=services.store, db=services.db, checkpoint=checkpoint, which=query)
     return service.live_toggle(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
                                chosen=chosen, how=query, hook=query.hook, path=query.path)
+
+
+@router.get("/api/live/{checkpoint}/estimate", response_model=LiveEstimateOut)
+def estimate(checkpoint: CheckpointDep, query: Annotated[ToggleQuery, Query()], services: ServicesDep,
+             pool: LivePoolDep) -> LiveEstimateOut:
+    """The first-order estimate of the same toggle: milliseconds once the worker's estimator is built (the
+    first request builds it), labelled as an estimate; `/toggle` gives the exact answer."""
+    chosen = service.toggle_neurons(store=services.store, db=services.db, checkpoint=checkpoint, which=query)
+    return service.live_estimate(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
+                                 chosen=chosen, how=query, hook=query.hook)
 
 
 @router.get("/api/ablations", response_model=list[AblationRunSummary])

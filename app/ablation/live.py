@@ -20,7 +20,15 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from app.core.errors import BadGateway, Invalid, Unavailable
-from workers.contract.live import LiveAnswer, LiveError, LiveReady, LiveSessionConfig, LiveToggleRequest
+from workers.contract.live import (
+    LiveAnswer,
+    LiveError,
+    LiveEstimateAnswer,
+    LiveEstimateRequest,
+    LiveReady,
+    LiveSessionConfig,
+    LiveToggleRequest,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -77,6 +85,14 @@ class LiveWorker:
         if isinstance(out, LiveError):
             raise Invalid(out.error)
         return LiveTimedAnswer(answer=out, roundtrip_ms=1000 * (time.perf_counter() - started))
+
+    def estimate(self, request: LiveEstimateRequest) -> tuple[LiveEstimateAnswer, float]:
+        """The first-order estimate of a toggle and the round trip (ms); the first call builds the estimator."""
+        started = time.perf_counter()
+        out = self._call(request, LiveEstimateAnswer)
+        if isinstance(out, LiveError):
+            raise Invalid(out.error)
+        return out, 1000 * (time.perf_counter() - started)
 
     @property
     def alive(self) -> bool:

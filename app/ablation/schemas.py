@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticUseDefault
 
 from workers.contract.jobs import MAX_LAYERS, MAX_NEURONS, MAX_SEED
-from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer
+from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer, LiveEstimateAnswer
 from workers.contract.results import AblationFlipRow, AblationResultRow
 from workers.contract.vocab import AblationMode, HookPoint, LivePath, OverlapPart, SharedMode, Stat
 from workers.data.safe_json import check_depth
@@ -125,12 +125,26 @@ class QueueForm(BaseModel):
     factor: Factor = 0.0
 
 
+ESTIMATE_CAVEAT = ("first-order estimate (activation × gradient of the margin, summed over the set): ranks sets "
+                   "well, but overstates the strongest neurons' effect and is coarse for accuracy; see "
+                   "bench/results/estimate.md")
+
+
 class LiveToggleAnswer(LiveAnswer):
     """A live worker's answer with what the API adds: the round trip it measured and the neurons toggled."""
 
     roundtrip_ms: float
     n_neurons: int
     neurons: dict[str, list[int]] = Field(..., description="{layer: [indices]} switched off")
+
+
+class LiveEstimateOut(LiveEstimateAnswer):
+    """A first-order estimate of a toggle (not the exact answer), with what the API adds."""
+
+    roundtrip_ms: float
+    n_neurons: int
+    neurons: dict[str, list[int]] = Field(..., description="{layer: [indices]} the estimate is for")
+    caveat: str = Field(ESTIMATE_CAVEAT, description="what the estimate is and where it fails")
 
 
 class AblationRunSummary(BaseModel):

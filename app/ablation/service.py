@@ -22,7 +22,14 @@ from sqlalchemy import select
 
 from app.ablation import queries
 from app.ablation.figures import ALL_ITEMS, RANDOM, SET_PARTS, SUBSET_PREFIX, mean_std, random_by_p
-from app.ablation.schemas import AblationResult, AblationRunSummary, LiveToggleAnswer, ToggleHow, ToggleWhich
+from app.ablation.schemas import (
+    AblationResult,
+    AblationRunSummary,
+    LiveEstimateOut,
+    LiveToggleAnswer,
+    ToggleHow,
+    ToggleWhich,
+)
 from app.core.checks import check_checkpoint, load_checked_dataset, resolve_dataset
 from app.core.db import Checkpoint, Database, Run
 from app.core.errors import AppError, Invalid, NotFound
@@ -31,7 +38,13 @@ from app.core.store import StatsStore
 from app.neurons import service as neurons
 from workers.contract.artifacts import artifact_uri
 from workers.contract.jobs import AblateParams, DatasetRef, NeuronIndexSet
-from workers.contract.live import LiveSessionConfig, LiveToggleRequest, default_probe
+from workers.contract.live import (
+    LiveEstimateAnswer,
+    LiveEstimateRequest,
+    LiveSessionConfig,
+    LiveToggleRequest,
+    default_probe,
+)
 from workers.contract.vocab import (
     SINGLE_REGIMES,
     AblationMode,
@@ -58,6 +71,8 @@ MAX_LENGTH = 128
 
 class LiveWorkerLike(Protocol):
     def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer: ...
+
+    def estimate(self, request: LiveEstimateRequest) -> tuple[LiveEstimateAnswer, float]: ...
 
 
 class LivePoolLike(Protocol):
@@ -234,6 +249,23 @@ def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, ch
     timed = worker.toggle(LiveToggleRequest(neurons=chosen, mode=how.mode, factor=how.factor, path=path))
     return LiveToggleAnswer(**dict(timed.answer), roundtrip_ms=timed.roundtrip_ms, n_neurons=chosen.size(),
                             neurons=chosen.as_json())
+
+
+def live_estimate(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
+                  chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input
+                  ) -> LiveEstimateOut:
+    """The first-order estimate of switching `chosen` off, from the same warm worker the exact toggle uses."""
+    means = None
+    with contextlib.suppress(AppError):
+        means = _means(store, checkpoint.id, hook)
+    if how.mode == AblationMode.mean and means is None:
+        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
+    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
+                      lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
+                                          means=means, hook=hook))
+    answer, roundtrip_ms = worker.estimate(LiveEstimateRequest(neurons=chosen, mode=how.mode, factor=how.factor))
+    return LiveEstimateOut(**dict(answer), roundtrip_ms=roundtrip_ms, n_neurons=chosen.size(),
+                           neurons=chosen.as_json())
 
 
 def captures(*, store: StatsStore, db: Database, base_model: str, hook: HookPoint) -> list[dict[str, Any]]:

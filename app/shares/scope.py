@@ -24,7 +24,7 @@ RESULT, CHECKPOINT, MODEL, STUDY = "result", "checkpoint", "model", "study"
 PINNED_DEFAULTS: dict[str, str] = {"probe_limit": str(DEFAULT_PROBE_PAIRS), "hook": str(HookPoint.down_proj_input)}
 """Live-toggle settings a share link holder cannot change (each value picks a worker process)."""
 
-LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+)?|api/live/[^/]+/toggle)$")
+LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+)?|api/live/[^/]+/(toggle|estimate))$")
 """Routes that run the model: rate-limited per link."""
 
 _KEY = r"(?P<key>[A-Za-z0-9_-]{1,64})"
@@ -138,7 +138,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/lab/rm/{_CK}$"), _checkpoint),
     (re.compile(rf"^/api/lab/checkpoints/{_CK}(/history)?$"), _checkpoint),
     (re.compile(rf"^/ui/live/{_CK}$"), _checkpoint),
-    (re.compile(rf"^/api/live/{_CK}/toggle$"), _checkpoint),
+    (re.compile(rf"^/api/live/{_CK}/(toggle|estimate)$"), _checkpoint),
     (re.compile(r"^/ui/live$"), _live_form),
     (re.compile(rf"^/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/api/lab/compare/{_BM}$"), _model),

@@ -1,11 +1,14 @@
 """The live-toggle protocol: typed messages between the API and a warm live-ablation worker.
 
 The worker (`python -m workers.live`) reads one `LiveSessionConfig` line, answers `LiveReady` (or
-`LiveError`), then answers each `LiveToggleRequest` line with a `LiveAnswer` (or `LiveError`). Every
-line is one of these models as JSON; nothing else is on the wire.
+`LiveError`), then answers each `LiveToggleRequest` line with a `LiveAnswer` and each `LiveEstimateRequest`
+(marked `"estimate": true`) with a `LiveEstimateAnswer` (or `LiveError`). Every line is one of these models as
+JSON; nothing else is on the wire.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -43,6 +46,34 @@ class LiveToggleRequest(Message):
     mode: AblationMode = AblationMode.zero
     factor: Finite = 0.0
     path: LivePath = LivePath.fast
+
+
+class LiveEstimateRequest(Message):
+    """The first-order estimate of a toggle instead of its exact answer (milliseconds once the session's
+    estimator is built; see workers/ablation/estimate.py)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    estimate: Literal[True] = True
+    neurons: NeuronIndexSet
+    mode: AblationMode = AblationMode.zero
+    factor: Finite = 0.0
+
+
+class LiveEstimateObjective(Message):
+    n_pairs: int
+    baseline_accuracy: float
+    baseline_mean_margin: float
+    delta_margin: float = Field(..., description="estimated Δ mean margin (chosen − rejected reward)")
+    delta_accuracy: float = Field(..., description="estimated Δ accuracy (fraction of pairs)")
+
+
+class LiveEstimateAnswer(Message):
+    estimate: Literal[True] = True
+    objectives: dict[str, LiveEstimateObjective]
+    seconds: float = Field(..., description="time to answer, the estimator's build included when it ran")
+    build_s: float = Field(..., description="how long building the session's estimator took (once)")
+    built_now: bool = Field(..., description="whether this request paid for the build")
 
 
 class LiveSummary(Message):
