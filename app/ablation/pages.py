@@ -161,6 +161,17 @@ def _live(request: Request, services: Services, pool: LivePool, checkpoint: Chec
     return resp
 
 
+@router.get("/ui/live/estimate", response_class=HTMLResponse)
+def live_estimate(request: Request, v: Annotated[LiveFormView, Query()], services: ServicesDep,
+                  pool: LivePoolDep) -> Response:
+    """The first-order estimate of the panel's toggle (app.js asks for it beside the exact answer)."""
+    checkpoint = check_checkpoint(services, v.ck)
+    chosen = service.toggle_neurons(store=services.store, db=services.db, checkpoint=checkpoint, which=v)
+    est = service.live_estimate(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
+                                chosen=chosen, how=v, hook=v.hook)
+    return _page(request, "_estimate.html", est=est)
+
+
 @router.get("/ui/live/{checkpoint}", response_class=HTMLResponse)
 def live_partial(request: Request, checkpoint: CheckpointDep, v: Annotated[LiveView, Query()],
                  services: ServicesDep, pool: LivePoolDep) -> Response:

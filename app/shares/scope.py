@@ -139,7 +139,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/api/lab/checkpoints/{_CK}(/history)?$"), _checkpoint),
     (re.compile(rf"^/ui/live/{_CK}$"), _checkpoint),
     (re.compile(rf"^/api/live/{_CK}/(toggle|estimate)$"), _checkpoint),
-    (re.compile(r"^/ui/live$"), _live_form),
+    (re.compile(r"^/ui/live(/estimate)?$"), _live_form),
     (re.compile(rf"^/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/api/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/models/{_BM}/dashboard$"), _model),

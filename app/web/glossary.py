@@ -37,6 +37,11 @@ TERMS: tuple[tuple[str, str, str], ...] = (
     ("macro", "per-type mean accuracy",
      "The mean of the accuracies per subset type (helpful, harmless): the one number that stands for an RM, "
      "weighing both objectives alike. The item-weighted accuracy over all items favours the type with more items."),
+    ("first-order-estimate", "first-order estimate (live toggles)",
+     "Per probe pair and neuron, activation × ∂margin/∂activation summed over tokens, computed once per RM by "
+     "one backward pass; a set's estimated Δ margin is the sum over its neurons (zero mode: minus that sum). "
+     "It ranks sets well (Spearman ≈ 0.87-0.89 over 87 sets on the demo RMs), overstates the strongest "
+     "neurons' effect and is coarse for accuracy, which moves in steps of one pair; the exact answer follows."),
 )
 
 

@@ -35,9 +35,16 @@ def site(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> Iterato
 
 def _watch(page) -> SimpleNamespace:  # type: ignore[no-untyped-def]
     """Console messages and requests to the live routes, from now on."""
-    seen = SimpleNamespace(console=[], live=[])
+    seen = SimpleNamespace(console=[], live=[], estimates=[])
+
+    def request(r) -> None:  # type: ignore[no-untyped-def]
+        if "/ui/live/estimate" in r.url:
+            seen.estimates.append(r.url)
+        elif "/ui/live" in r.url:
+            seen.live.append(r.url)
+
     page.on("console", lambda m: seen.console.append(f"{m.type}: {m.text} ({m.location.get('url', '')})"))
-    page.on("request", lambda r: seen.live.append(r.url) if "/ui/live" in r.url else None)
+    page.on("request", request)
     return seen
 
 
@@ -115,7 +122,12 @@ def test_three_toggles_rerender_the_chart_below_no_control(page, site) -> None: 
         assert n_neurons > 0
         _check_neuron_list(page, n_neurons)
         drawn.append(_shift_data(page))
+        # Its first-order estimate is shown beside the exact answer, labelled as one.
+        page.locator("#live-estimate #estimate-block").wait_for(timeout=20_000)
+        assert page.locator("#estimate-table tbody tr").count() == 2
+        assert "first-order" in page.locator("#estimate-block").inner_text()
     assert len(set(drawn)) == 3  # each toggle drew its own numbers
+    assert len(seen.estimates) == 3, seen.estimates  # one estimate per toggle
 
     # The URL carried each toggle, yet htmx took no snapshot of the page and logged no history error.
     assert page.evaluate("window.historySaves") == 0

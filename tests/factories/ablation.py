@@ -22,6 +22,8 @@ from workers.contract.live import (
     LiveAblationInfo,
     LiveAnswer,
     LiveDelta,
+    LiveEstimateAnswer,
+    LiveEstimateRequest,
     LiveFlips,
     LiveObjectiveAnswer,
     LiveSessionConfig,
@@ -205,10 +207,24 @@ def answer_for(request: LiveToggleRequest, n_pairs: int) -> LiveAnswer:
 class FakeLiveWorker:
     config: LiveSessionConfig
     requests: list[LiveToggleRequest] = field(default_factory=list)
+    estimates: list[LiveEstimateRequest] = field(default_factory=list)
 
     def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer:
         self.requests.append(request)
         return LiveTimedAnswer(answer=answer_for(request, self.config.probe.limit or 64), roundtrip_ms=15.0)
+
+    def estimate(self, request: LiveEstimateRequest) -> tuple[LiveEstimateAnswer, float]:
+        """Half the fake exact answer's shift (an estimate that is off, as real ones can be); the first call
+        builds the estimator."""
+        self.estimates.append(request)
+        exact = answer_for(LiveToggleRequest(neurons=request.neurons, mode=request.mode, factor=request.factor),
+                           self.config.probe.limit or 64)
+        objectives = {o: {"n_pairs": a.n_pairs, "baseline_accuracy": a.baseline.accuracy,
+                          "baseline_mean_margin": a.baseline.mean_margin, "delta_margin": a.delta.margin / 2,
+                          "delta_accuracy": a.delta.accuracy / 2} for o, a in exact.objectives.items()}
+        answer = LiveEstimateAnswer.model_validate({"objectives": objectives, "seconds": 0.001, "build_s": 2.5,
+                                                    "built_now": len(self.estimates) == 1})
+        return answer, 3.0
 
 
 @dataclass

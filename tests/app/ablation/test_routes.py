@@ -644,3 +644,21 @@ def test_real_rms_queue_ablate_toggle_and_recompute(tmp_path_factory: pytest.Tem
         assert params == job["params"]
         again = client.post("/api/jobs", json={"kind": "ablate", "params": params}).json()
         assert again["result_key"] == key and again["cached"] is True
+
+
+def test_the_estimate_fragment_and_api_show_the_worker_s_estimate_labelled(world: SimpleNamespace) -> None:
+    ck = world.checkpoints["mixed"]
+    query = {"part": "shared", "p": "10", "probe_limit": "16"}
+    api = world.client.get(f"/api/live/{ck}/estimate", params=query).json()
+    exact = world.client.get(f"/api/live/{ck}/toggle", params=query).json()
+    assert api["estimate"] is True and api["n_neurons"] == exact["n_neurons"] > 0
+    for o, e in api["objectives"].items():  # the fake estimator is off by half: shown as it is, not corrected
+        assert e["delta_margin"] == pytest.approx(exact["objectives"][o]["delta"]["margin"] / 2)
+    html = world.client.get("/ui/live/estimate", params={"ck": ck, **query}).text
+    assert 'id="estimate-block"' in html and "first-order" in html and "/glossary#first-order-estimate" in html
+    rows = re.findall(r'<tr data-objective="(\w+)">', html)
+    assert sorted(rows) == ["harmless", "helpful"]
+    helpful = api["objectives"]["helpful"]
+    assert f"{100 * helpful['delta_accuracy']:+.1f} pp" in html
+    bad = world.client.get("/ui/live/estimate", params={"ck": "no-such-checkpoint", "part": "shared"})
+    assert bad.status_code == 404
