@@ -13,7 +13,8 @@ router = APIRouter(tags=["studies"])
 StudyKey = Path(..., min_length=1, max_length=64, pattern=r"^[0-9a-f]+$", description="the study's key")
 
 
-@router.post("/api/studies", status_code=201)
+@router.post("/api/studies", status_code=201, responses={200: {
+    "model": StudyOut, "description": "the study existed already (and resumed if it had failed or been cancelled)"}})
 def create(body: StudyCreate, services: ServicesDep, settings: SettingsDep, response: Response) -> StudyOut:
     """Start the study a preset defines (201); the same study again answers 200 with its record, and a
     failed or cancelled one resumes, reusing every finished job."""

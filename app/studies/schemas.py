@@ -20,7 +20,7 @@ class StudyCreate(BaseModel):
 
     preset: StudyPresetName = "demo"
     model: ModelName | None = Field(None, description="a bundled model name or a Hugging Face id (default: preset's)")
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] | None = Field(None, min_length=1, max_length=10,
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]] | None = Field(None, min_length=1, max_length=10,
                                     description="training seeds (default: the preset's)")
 
 
