@@ -126,7 +126,7 @@ class QueueForm(BaseModel):
 
 
 ESTIMATE_CAVEAT = ("first-order estimate (activation × gradient of the margin, summed over the set): ranks sets "
-                   "well, but overstates the strongest neurons' effect and is coarse for accuracy; see "
+                   "well, is least accurate for the strongest neurons and is coarse for accuracy; see "
                    "bench/results/estimate.md")
 
 

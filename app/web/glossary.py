@@ -40,8 +40,8 @@ TERMS: tuple[tuple[str, str, str], ...] = (
     ("first-order-estimate", "first-order estimate (live toggles)",
      "Per probe pair and neuron, activation × ∂margin/∂activation summed over tokens, computed once per RM by "
      "one backward pass; a set's estimated Δ margin is the sum over its neurons (zero mode: minus that sum). "
-     "It ranks sets well (Spearman ≈ 0.87-0.89 over 87 sets on the demo RMs), overstates the strongest "
-     "neurons' effect and is coarse for accuracy, which moves in steps of one pair; the exact answer follows."),
+     "It ranks sets well (Spearman ≈ 0.87-0.89 over 87 sets on the demo RMs), is least accurate for the "
+     "strongest neurons and is coarse for accuracy, which moves in steps of one pair; the exact answer follows."),
 )
 
 
