@@ -21,10 +21,23 @@ def test_paper_preset_is_the_method_recipe() -> None:
 
 
 def test_demo_preset_is_cpu_sized() -> None:
+    """What bench/results/train.md chose: one epoch of up to 1,000 pairs per objective at 128 tokens, nothing
+    frozen, two evaluations and none at step 0, bf16 autocast where the CPU has it natively."""
     d = PRESETS["demo"]
     assert d.max_length <= 128 and d.truncation == "left" and d.epochs == 1.0
-    assert d.max_pairs_per_objective is not None and d.max_pairs_per_objective <= 500
-    assert d.freeze_layers > 0
+    assert d.max_pairs_per_objective is not None and d.max_pairs_per_objective <= 1000
+    assert d.freeze_layers == 0 and not d.eval_on_start and d.evals_per_epoch <= 2 and d.cpu_bf16
+
+
+def test_bf16_on_a_cpu_only_when_asked_and_native() -> None:
+    from types import SimpleNamespace
+
+    from workers.training.trainer import _device_flags, cpu_has_native_bf16
+
+    cpu = SimpleNamespace(device="cpu")
+    assert _device_flags(cpu) == (True, False)  # type: ignore[arg-type]
+    assert _device_flags(cpu, cpu_bf16=True) == (True, cpu_has_native_bf16())  # type: ignore[arg-type]
+    assert not PRESETS["paper"].cpu_bf16 and not PRESETS["custom"].cpu_bf16 and not PRESETS["smoke"].cpu_bf16
 
 
 def test_overrides_win_over_the_preset() -> None:
