@@ -660,17 +660,14 @@ def export(checkpoint: str = typer.Argument(..., help="checkpoint id, or a uniqu
 
     from sqlalchemy import select
 
-    from app.core.db import Checkpoint, Database
-    from app.core.migrate import upgrade_metadata
+    from app.core.db import Checkpoint
     from workers.contract.artifacts import key_of
 
     target = directory.expanduser().resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise typer.BadParameter(f"{directory} already exists and is not an empty directory", param_hint="'DIRECTORY'")
     settings = get_settings()
-    settings.ensure_dirs()
-    upgrade_metadata(settings.resolved_database_url)
-    db = Database(settings.resolved_database_url)
+    db = _operator_db()
     try:
         with db.session() as s:
             exact = s.get(Checkpoint, checkpoint)

@@ -234,18 +234,24 @@ def live_config(*, settings: Settings, checkpoint: Checkpoint, probe_limit: int,
                              device=settings.device)
 
 
-def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
-                chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
-                path: LivePath = LivePath.fast) -> LiveToggleAnswer:
-    """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
+def _live_worker(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
+                 how: ToggleHow, hook: HookPoint) -> LiveWorkerLike:
+    """The warm worker of (checkpoint, probe size, hook), started with the RM's per-neuron means if captured."""
     means = None
     with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
         means = _means(store, checkpoint.id, hook)
     if how.mode == AblationMode.mean and means is None:
         raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
-    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
-                      lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
-                                          means=means, hook=hook))
+    return pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
+                    lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
+                                        means=means, hook=hook))
+
+
+def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
+                chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
+                path: LivePath = LivePath.fast) -> LiveToggleAnswer:
+    """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
+    worker = _live_worker(store=store, settings=settings, pool=pool, checkpoint=checkpoint, how=how, hook=hook)
     timed = worker.toggle(LiveToggleRequest(neurons=chosen, mode=how.mode, factor=how.factor, path=path))
     return LiveToggleAnswer(**dict(timed.answer), roundtrip_ms=timed.roundtrip_ms, n_neurons=chosen.size(),
                             neurons=chosen.as_json())
@@ -255,14 +261,7 @@ def live_estimate(*, store: StatsStore, settings: Settings, pool: LivePoolLike, 
                   chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input
                   ) -> LiveEstimateOut:
     """The first-order estimate of switching `chosen` off, from the same warm worker the exact toggle uses."""
-    means = None
-    with contextlib.suppress(AppError):
-        means = _means(store, checkpoint.id, hook)
-    if how.mode == AblationMode.mean and means is None:
-        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
-    worker = pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
-                      lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
-                                          means=means, hook=hook))
+    worker = _live_worker(store=store, settings=settings, pool=pool, checkpoint=checkpoint, how=how, hook=hook)
     answer, roundtrip_ms = worker.estimate(LiveEstimateRequest(neurons=chosen, mode=how.mode, factor=how.factor))
     return LiveEstimateOut(**dict(answer), roundtrip_ms=roundtrip_ms, n_neurons=chosen.size(),
                            neurons=chosen.as_json())

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.core.deps import ServicesDep, SettingsDep
+from app.core.errors import NotFound
 from app.core.services import Services
 from app.core.settings import Settings
 from app.studies import service
 from app.studies.pipeline import recompute_command
 from app.studies.presets import STUDY_PRESETS
+from app.studies.report import build_report
 from app.studies.schemas import StudyCreate, StudyOut, StudyPresetName
 from app.web.templating import render
 
@@ -23,11 +24,7 @@ POLL_SECONDS = 2
 
 def _report(services: Services, out: StudyOut) -> Any:
     """The report of what the study has produced so far (None before anything was evaluated)."""
-    if out.results.evaluation is None or importlib.util.find_spec("app.studies.report") is None:
-        return None
-    from app.studies.report import build_report
-
-    return build_report(services, out.results)
+    return None if out.results.evaluation is None else build_report(services, out.results)
 
 
 EXPLORE_NEURONS = 8
@@ -116,8 +113,6 @@ def _finished_report(services: Services, settings: Settings, key: str) -> tuple[
     out = service.describe(services, settings, service.get(services, key))
     report = _report(services, out)
     if report is None:
-        from app.core.errors import NotFound
-
         raise NotFound(f"study {key} has no results to export yet (stage: {out.stage})")
     return out, report
 

@@ -753,7 +753,7 @@ class _Builder:
             return
         rows: list[list[Cell]] = []
         paper: list[Cell] = []
-        fig_x, fig_y, fig_sd, fig_paper, fig_c = [], [], [], [], []
+        fig_x, fig_y, fig_sd, fig_c = [], [], [], []
         p_used = sorted({float(r["p"]) for rs in got.values() for r in rs if r["p"] is not None})
         for regime in REGIMES:
             seeds = sorted(sd for (r, sd) in got if r == regime)
@@ -771,7 +771,6 @@ class _Builder:
                 fig_x.append(f"{regime} RM · {stype}-type ({rel})")
                 fig_y.append(m)
                 fig_sd.append(sd_)
-                fig_paper.append(PAPER_DELTA.get((regime, stype)))
                 fig_c.append(REGIME_COLORS[regime])
         ptxt = ", ".join(f"{x:g}" for x in p_used)
         self.add_table(name="ablation_delta", title=f"Experiment B: Δ accuracy after ablating the own top-{ptxt}%",
@@ -785,7 +784,7 @@ class _Builder:
         self.add_figure("ablation_delta", "Experiment B: Δ accuracy, own vs opposing type (diamonds: the paper)", {
             "data": [{"type": "bar", "name": "this study", "x": fig_x, "y": fig_y, "marker": {"color": fig_c},
                       "error_y": {"type": "data", "array": fig_sd}},
-                     {"type": "scatter", "mode": "markers", "name": "paper", "x": fig_x, "y": fig_paper,
+                     {"type": "scatter", "mode": "markers", "name": "paper", "x": fig_x, "y": paper,
                       "marker": {"symbol": "diamond-open", "size": 11, "color": "#343a40"}}],
             "layout": {"margin": {"t": 20, "b": 140}, "yaxis": {"title": {"text": "Δ accuracy (pp)"}}}})
 

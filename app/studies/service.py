@@ -21,7 +21,7 @@ from app.core.errors import Conflict, Invalid, NotFound
 from app.core.services import Services
 from app.core.settings import Settings
 from app.studies.pipeline import JOB_STAGES, STAGE_TITLES, STAGES, expand_spec, plan_stage, results_of, study_key
-from app.studies.schemas import StageOut, StudyCreate, StudyOut, StudyResults
+from app.studies.schemas import StageOut, StudyCreate, StudyOut
 
 log = logging.getLogger("tension.studies")
 
@@ -131,11 +131,16 @@ def _fail(services: Services, key: str, error: str) -> None:
             row.status, row.error, row.finished_at = "failed", error[:4000], utcnow()
 
 
-def _succeeded_keys(services: Services, jobs: dict[str, str]) -> dict[str, str]:
+def _job_rows(services: Services, jobs: dict[str, str]) -> dict[str, Job]:
+    """The job rows of a study's label -> job id map, in one query."""
     with services.db.session() as s:
-        rows = s.scalars(select(Job).where(Job.id.in_(list(jobs.values())), Job.status == "succeeded"))
-        by_id = {j.id: j.result_key for j in rows}
-    return {label: by_id[jid] for label, jid in jobs.items() if jid in by_id}
+        return {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(list(jobs.values()))))}
+
+
+def _succeeded_keys(jobs: dict[str, str], rows: dict[str, Job]) -> dict[str, str]:
+    """label -> result key of the study's succeeded jobs."""
+    return {label: rows[jid].result_key for label, jid in jobs.items()
+            if jid in rows and rows[jid].status == "succeeded"}
 
 
 def advance(services: Services, key: str) -> None:
@@ -145,7 +150,8 @@ def advance(services: Services, key: str) -> None:
     try:
         while study.status == "running":
             jobs = dict(study.jobs)
-            results = results_of(study.spec, _succeeded_keys(services, jobs))
+            rows = _job_rows(services, jobs)
+            results = results_of(study.spec, _succeeded_keys(jobs, rows))
             stage = study.stage
             if stage not in JOB_STAGES:
                 _finish_stage(services, key, stage)
@@ -154,7 +160,7 @@ def advance(services: Services, key: str) -> None:
             statuses: dict[str, Job] = {}
             for pj in planned:
                 job_id = jobs.get(pj.label)
-                job = _job(services, job_id) if job_id else None
+                job = rows.get(job_id) if job_id else None
                 if job is None:
                     try:
                         job, _cached = services.jobs.submit(pj.kind, pj.params)
@@ -175,11 +181,6 @@ def advance(services: Services, key: str) -> None:
             study = get(services, key)
     finally:
         CURRENT_ACTOR.reset(token)
-
-
-def _job(services: Services, job_id: str) -> Job | None:
-    with services.db.session() as s:
-        return s.get(Job, job_id)
 
 
 def _save_jobs(services: Services, key: str, jobs: dict[str, str]) -> None:
@@ -211,14 +212,9 @@ def _finish_stage(services: Services, key: str, stage: str) -> None:
 # -- describing ------------------------------------------------------------------------------------------
 
 
-def results(services: Services, study: Study) -> StudyResults:
-    return results_of(study.spec, _succeeded_keys(services, dict(study.jobs)))
-
-
 def describe(services: Services, settings: Settings, study: Study) -> StudyOut:
     """The study with each stage's jobs, progress and wall time."""
-    with services.db.session() as s:
-        rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(list(study.jobs.values()))))}
+    rows = _job_rows(services, dict(study.jobs))
     current = STAGES.index(study.stage) if study.stage in STAGES else len(STAGES)
     stages: list[StageOut] = []
     for i, name in enumerate(STAGES):
@@ -249,7 +245,8 @@ def describe(services: Services, settings: Settings, study: Study) -> StudyOut:
     end = last if study.status != "running" else time.time()
     return StudyOut(key=study.key, preset=study.preset, model=study.model, seeds=list(study.spec["seeds"]),
                     status=study.status, stage=study.stage, error=study.error, spec=study.spec, stages=stages,
-                    results=results(services, study), created_by=study.created_by, created_at=study.created_at,
+                    results=results_of(study.spec, _succeeded_keys(dict(study.jobs), rows)),
+                    created_by=study.created_by, created_at=study.created_at,
                     finished_at=study.finished_at, wall_s=round(end - first, 1) if first and end else None,
                     url=f"{settings.public_url}/studies/{study.key}")
 

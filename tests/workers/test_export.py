@@ -42,14 +42,7 @@ PAIRS = [
 TEXTS = [format_text(p, r) for p, c, rj in PAIRS for r in (c, rj)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fine_tuned(name: str, seed: int = 3) -> LoadedModel:

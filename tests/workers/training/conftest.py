@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -41,17 +40,6 @@ FAST_SETTINGS: TrainSettings = replace(PRESETS["custom"], learning_rate=1e-2, ep
                                        max_length=48, eval_fraction=0.15, evals_per_epoch=2)
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP spinning costs ~5x."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class RecordingProgress:
