@@ -44,6 +44,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "app.ablation.api",
     "app.shares.api",
     "app.ablation.pages",
+    "app.ablation.agreement_pages",
     "app.jobs.pages",
     "app.datasets.pages",
     "app.scoring.pages",

@@ -1,115 +1,331 @@
 """Live-ablation worker: `python -m workers.live`, the typed protocol of `workers.contract.live` as JSON lines.
 
-The first line is a `LiveSessionConfig` (checkpoint, probe set); each following line a `LiveToggleRequest`.
-Keeping the RM and its probe set warm in this process is what makes toggles interactive.
+The first line is a `LiveSessionConfig`. Keeping the RM and its probe set warm in this process is what makes
+toggles interactive. Two threads:
+
+* the reading thread (main) parses each line; it answers estimates and cancels itself, so they never wait
+  behind exact work, and queues exact requests;
+* the compute thread sets the session up, makes the estimator table available, then runs exact requests one
+  at a time (streams round by round, asking before every batch whether the request was cancelled).
+
+Start-up order, for the first answer a user sees: the estimator table is looked up in the artifact store
+before torch is even imported (an earlier session of the same RM, probe set and worker code built it), so a
+cached estimate answers in about a second; then the model is loaded and the session records its prefix
+states (`LiveReady`); then, if it was not cached, the estimator is built (one forward and backward pass over
+the probe set) and written to the store for the next session.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import queue
 import sys
+import threading
+import time
 import traceback
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
 from workers.contract.artifacts import checkpoint_key, key_of
 from workers.contract.live import (
+    ROUND_PAIRS,
     LiveAnswer,
+    LiveCancel,
     LiveError,
     LiveEstimateAnswer,
     LiveEstimateRequest,
     LiveReady,
+    LiveRound,
     LiveSessionConfig,
+    LiveStreamEnd,
+    LiveStreamRequest,
     LiveToggleRequest,
 )
+from workers.contract.version import code_version
 from workers.storage import ArtifactStore
 
 
-def open_session(config: LiveSessionConfig) -> Any:
-    import numpy as np
+class Output:
+    """One line per message; the reading and compute threads both write."""
 
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def send(self, message: BaseModel) -> None:
+        with self.lock:
+            self.out.write(message.model_dump_json() + "\n")
+            self.out.flush()
+
+
+def _error(exc: Exception, rid: str | None = None) -> LiveError:
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return LiveError(id=rid, error="invalid request: " + "; ".join(parts))
+    return LiveError(id=rid, error=f"{type(exc).__name__}: {exc}")
+
+
+class Probe:
+    """The probe pairs by objective, and the means, as the config names them (no torch needed)."""
+
+    def __init__(self, config: LiveSessionConfig, store: ArtifactStore) -> None:
+        import numpy as np
+
+        from workers.data.loaders import load_dataset
+        from workers.data.text import pair_texts
+
+        self.by_objective: dict[str, list[Any]] = {}
+        for p in load_dataset(config.probe, store=store):
+            self.by_objective.setdefault(p.objective, []).append(p)
+        self.means = None
+        if config.means is not None:
+            with np.load(io.BytesIO(store.read_bytes(key_of(config.means)))) as data:
+                self.means = data["means"]
+        h = hashlib.sha256()
+        for o, pairs in self.by_objective.items():
+            h.update(o.encode() + b"\0")
+            for p in pairs:
+                for t in pair_texts(p):
+                    h.update(t.encode() + b"\0")
+        self.texts_sha = h.hexdigest()
+
+
+def table_key(config: LiveSessionConfig, probe: Probe) -> str:
+    """Where a session's estimator table is kept: a hash of the RM, the probe texts, the settings, the means
+    and the worker code, so a table is only ever reused for exactly what built it."""
+    spec = json.dumps({"checkpoint": config.checkpoint, "texts": probe.texts_sha, "max_length": config.max_length,
+                       "hook": str(config.hook), "means": config.means, "code": code_version()}, sort_keys=True)
+    return f"estimates/{hashlib.sha256(spec.encode()).hexdigest()[:32]}.npz"
+
+
+def open_session(config: LiveSessionConfig, probe: Probe, store: ArtifactStore) -> Any:
     from workers.ablation.live import LiveAblationSession
-    from workers.data.loaders import load_dataset
     from workers.models.registry import load_reward_model, read_checkpoint_meta
 
-    store = ArtifactStore(config.store_url)
     ck_dir = store.local_dir(checkpoint_key(config.checkpoint))
     meta = read_checkpoint_meta(ck_dir)
     loaded = load_reward_model(str(meta.get("base_model", "")), checkpoint_dir=str(ck_dir), device=config.device)
-    by_objective: dict[str, list[Any]] = {}
-    for p in load_dataset(config.probe, store=store):
-        by_objective.setdefault(p.objective, []).append(p)
-    means = None
-    if config.means is not None:
-        with np.load(io.BytesIO(store.read_bytes(key_of(config.means)))) as data:
-            means = data["means"]
-    return LiveAblationSession(loaded, by_objective, max_length=config.max_length, means=means,
-                               hook_point=config.hook)
+    return LiveAblationSession(loaded, probe.by_objective, max_length=config.max_length, means=probe.means,
+                               hook_point=config.hook, batch_size=8, round_pairs=ROUND_PAIRS)
 
 
 class Estimates:
-    """The session's first-order estimator, built on the first estimate request (one forward and backward
-    pass over the probe set), then answering any set from memory."""
+    """The session's estimator table: loaded from the store, or built from the session (then stored)."""
 
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.estimator: Any = None
+    def __init__(self) -> None:
+        self.table: Any = None
+        self.cached = False
+        self.ready = threading.Event()
+        self.failed: str | None = None
+        self._answered_once = False
+
+    def load(self, store: ArtifactStore, key: str) -> bool:
+        from workers.ablation.estimate_table import EstimateTable
+
+        try:
+            if not store.exists(key):
+                return False
+            self.table = EstimateTable.from_bytes(store.read_bytes(key))
+        except Exception:  # a damaged table is rebuilt, never trusted
+            traceback.print_exc()
+            return False
+        self.cached = True
+        self.ready.set()
+        return True
+
+    def build(self, session: Any, store: ArtifactStore, key: str) -> None:
+        from workers.ablation.estimate import FirstOrderEstimate
+
+        try:
+            self.table = FirstOrderEstimate.from_session(session).table()
+            try:
+                store.write_bytes(key, self.table.to_bytes())
+            except Exception:  # a read-only store only costs the next session the build
+                traceback.print_exc()
+        except Exception as exc:
+            traceback.print_exc()
+            self.failed = f"{type(exc).__name__}: {exc}"
+        self.ready.set()
 
     def answer(self, req: LiveEstimateRequest) -> LiveEstimateAnswer:
-        import time
+        from workers.ablation.live_stats import control_seed, layer_matched_control
 
         started = time.perf_counter()
-        built_now = self.estimator is None
-        if built_now:
-            from workers.ablation.estimate import FirstOrderEstimate
+        if self.failed is not None:
+            raise RuntimeError(f"the estimator could not be built: {self.failed}")
+        table = self.table
+        built_now, self._answered_once = not self._answered_once and not self.cached, True
+        layers = req.neurons.layers
 
-            self.estimator = FirstOrderEstimate.from_session(self.session)
-        est = self.estimator.estimate(req.neurons.layers, mode=req.mode, factor=req.factor)
-        objectives = {o: {k: v[k] for k in ("n_pairs", "baseline_accuracy", "baseline_mean_margin", "delta_margin",
-                                            "delta_accuracy")} for o, v in est.items()}
+        def summary(layers: dict[int, list[int]]) -> dict[str, Any]:
+            est = table.estimate(layers, mode=str(req.mode), factor=float(req.factor))
+            return {o: {k: v[k] for k in ("n_pairs", "baseline_accuracy", "baseline_mean_margin", "delta_margin",
+                                          "delta_accuracy")} for o, v in est.items()}
+
+        control = control_neurons = None
+        if req.control:
+            control_neurons = layer_matched_control(layers, table.n_neurons,
+                                                    seed=control_seed(layers, str(req.mode), float(req.factor)))
+            control = summary(control_neurons)
         return LiveEstimateAnswer.model_validate({
-            "objectives": objectives, "seconds": time.perf_counter() - started,
-            "build_s": float(self.estimator.build_s), "built_now": built_now})
+            "id": req.id, "objectives": summary(layers), "control": control,
+            "control_neurons": control_neurons and {str(k): v for k, v in control_neurons.items()},
+            "seconds": time.perf_counter() - started, "build_s": float(table.build_s), "built_now": built_now,
+            "cached": self.cached})
 
 
-def _send(out: TextIO, message: BaseModel) -> None:
-    out.write(message.model_dump_json() + "\n")
-    out.flush()
+class Streams:
+    """The exact requests waiting or running, and which of them were cancelled."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[tuple[float, LiveStreamRequest | LiveToggleRequest] | None] = queue.Queue()
+        self.cancelled: set[str] = set()
+        self.lock = threading.Lock()
+
+    def cancel(self, rid: str) -> None:
+        with self.lock:
+            self.cancelled.add(rid)
+
+    def is_cancelled(self, rid: str | None) -> bool:
+        with self.lock:
+            return rid is not None and rid in self.cancelled
 
 
-def _error(exc: Exception) -> LiveError:
-    if isinstance(exc, ValidationError):
-        parts = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return LiveError(error="invalid request: " + "; ".join(parts))
-    return LiveError(error=f"{type(exc).__name__}: {exc}")
+def _phase(session: Any, rid: str, phase: str, layers: dict[int, list[int]], req: LiveStreamRequest, started: float,
+           queued_s: float, out: Output, stop: Callable[[], bool], counter: list[int],
+           control_neurons: Any = None) -> None:
+    """Stream one ablation's rounds, counting each computed round in `counter[0]`."""
+    from workers.ablation.live_stats import running_delta
+
+    totals = {o: int(n) for o, n in session.info()["objectives"].items()}
+    for step in session.toggle_rounds(layers, mode=req.mode, factor=req.factor, path=req.path, should_stop=stop):
+        counter[0] += 1
+        running = {}
+        for o in session.objectives:
+            base, abl = session.pair_margins(step["rewards"], o, step["pairs_done"][o])
+            running[o] = running_delta(base, abl, n_total=totals[o])
+        answer = step["answer"]
+        if answer is not None:
+            answer["id"] = rid
+        out.send(LiveRound.model_validate({
+            "id": rid, "phase": phase, "round": step["round"], "n_rounds": step["n_rounds"],
+            "seconds": time.perf_counter() - started, "queued_s": queued_s, "objectives": running,
+            "final": step["final"], "path": step["path"], "answer": answer,
+            "control_neurons": control_neurons and {str(k): v for k, v in control_neurons.items()}}))
+
+
+def run_stream(session: Any, req: LiveStreamRequest, queued_s: float, out: Output, streams: Streams) -> None:
+    """The set's rounds, then its control's; cancelled between any two batches."""
+    from workers.ablation.live import Stopped
+    from workers.ablation.live_stats import control_seed, layer_matched_control
+
+    started = time.perf_counter()
+    rounds = [0]
+    layers = {int(k): list(v) for k, v in req.neurons.layers.items() if v}
+
+    def stop() -> bool:
+        return streams.is_cancelled(req.id)
+
+    try:
+        if stop():
+            raise Stopped("cancelled while queued")
+        _phase(session, req.id, "set", layers, req, started, queued_s, out, stop, rounds)
+        if req.control and layers:
+            control = layer_matched_control(layers, session.n_neurons,
+                                            seed=control_seed(layers, str(req.mode), float(req.factor)))
+            _phase(session, req.id, "control", control, req, started, queued_s, out, stop, rounds, control)
+        end = "done"
+    except Stopped:
+        end = "cancelled"
+    out.send(LiveStreamEnd(id=req.id, end=end, rounds_computed=rounds[0], seconds=time.perf_counter() - started))
+
+
+def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: ArtifactStore, estimates: Estimates,
+                 streams: Streams, out: Output) -> None:
+    """Set the session up, then answer exact requests in order."""
+    try:
+        probe = probe_box[0]
+        session = open_session(config, probe, store)
+        info = session.info()
+        info["estimator_cached"] = estimates.cached
+        out.send(LiveReady.model_validate(info))
+    except Exception as exc:
+        traceback.print_exc()
+        out.send(_error(exc))
+        estimates.failed = estimates.failed or f"the session could not start: {exc}"
+        estimates.ready.set()
+        return
+    if not estimates.ready.is_set():
+        estimates.build(session, store, table_key(config, probe))
+    while True:
+        item = streams.queue.get()
+        if item is None:
+            return
+        queued_at, req = item
+        queued_s = time.perf_counter() - queued_at
+        try:
+            if isinstance(req, LiveStreamRequest):
+                run_stream(session, req, queued_s, out, streams)
+            else:
+                ans = session.toggle(req.neurons.layers, mode=req.mode, factor=req.factor, path=req.path)
+                ans["id"] = req.id
+                out.send(LiveAnswer.model_validate(ans))
+        except Exception as exc:  # a bad request must not kill the warm session
+            traceback.print_exc()
+            out.send(_error(exc, req.id))
+
+
+def _answer_estimate(estimates: Estimates, req: LiveEstimateRequest, out: Output) -> None:
+    estimates.ready.wait()
+    try:
+        out.send(estimates.answer(req))
+    except Exception as exc:
+        out.send(_error(exc, req.id))
 
 
 def main() -> int:
-    out = sys.stdout
+    out = Output(sys.stdout)
     sys.stdout = sys.stderr  # anything printed by libraries must not corrupt the protocol
     first = sys.stdin.readline()
     if not first:
         return 0
+    estimates, streams = Estimates(), Streams()
     try:
-        session = open_session(LiveSessionConfig.model_validate_json(first))
-        _send(out, LiveReady.model_validate(session.info()))
+        config = LiveSessionConfig.model_validate_json(first)
+        store = ArtifactStore(config.store_url)
+        probe = Probe(config, store)
+        estimates.load(store, table_key(config, probe))
     except Exception as exc:
         traceback.print_exc()
-        _send(out, _error(exc))
+        out.send(_error(exc))
         return 1
-    estimates = Estimates(session)
+    worker = threading.Thread(target=compute_loop, args=(config, [probe], store, estimates, streams, out),
+                              daemon=True, name="compute")
+    worker.start()
     for line in sys.stdin:
+        rid = None
         try:
-            if json.loads(line).get("estimate") is True:
-                _send(out, estimates.answer(LiveEstimateRequest.model_validate_json(line)))
-                continue
-            req = LiveToggleRequest.model_validate_json(line)
-            ans = session.toggle(req.neurons.layers, mode=req.mode, factor=req.factor, path=req.path)
-            _send(out, LiveAnswer.model_validate(ans))
-        except Exception as exc:  # a bad request must not kill the warm session
-            _send(out, _error(exc))
+            raw = json.loads(line)
+            rid = raw.get("id") if isinstance(raw, dict) else None
+            if isinstance(raw, dict) and "cancel" in raw:
+                streams.cancel(LiveCancel.model_validate(raw).cancel)
+            elif isinstance(raw, dict) and raw.get("estimate") is True:
+                req = LiveEstimateRequest.model_validate(raw)
+                if estimates.ready.is_set():
+                    _answer_estimate(estimates, req, out)
+                else:  # wait for the build without holding up cancels and other estimates
+                    threading.Thread(target=_answer_estimate, args=(estimates, req, out), daemon=True).start()
+            elif isinstance(raw, dict) and raw.get("stream") is True:
+                streams.queue.put((time.perf_counter(), LiveStreamRequest.model_validate(raw)))
+            else:
+                streams.queue.put((time.perf_counter(), LiveToggleRequest.model_validate(raw)))
+        except Exception as exc:
+            out.send(_error(exc, rid if isinstance(rid, str) else None))
+    streams.queue.put(None)
     return 0
 
 

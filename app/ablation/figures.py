@@ -151,3 +151,36 @@ def sets_spec(rows: list[dict[str, Any]]) -> dict[str, Any]:
                      "marker": {"color": SET_COLOURS[name], "symbol": "x", "size": 10}})
     return {"data": data, "layout": {"barmode": "group", "scattermode": "group", "margin": {"t": 20},
                                      "yaxis": {"title": {"text": "Δ accuracy, all items (pp)"}}}}
+
+
+def run_spec(view: dict[str, Any]) -> dict[str, Any]:
+    """A live run as it streams: per objective, Δ mean margin (left) and Δ accuracy (pp, right) for the
+    first-order estimate, the exact answer over the pairs done so far (95% bootstrap CI as error bars), and
+    the layer-matched random control (exact when streamed, else its estimate). `view` is `pages.run_view`."""
+    data: list[dict[str, Any]] = []
+    styles = {"estimate": {"color": "#b0b0b0", "pattern": {"shape": "/"}}, "exact": {"color": "#3366cc"},
+              "control": {"color": "#999933"}}
+    for series in view["series"]:
+        style = styles[series["kind"]]
+        for metric, axis, scale in (("delta_margin", "", 1.0), ("delta_accuracy", "2", 100.0)):
+            ys, lo, hi = [], [], []
+            for o in view["objectives"]:
+                v = series["values"].get(o) or {}
+                y = v.get(metric)
+                ys.append(None if y is None else scale * y)
+                ci = v.get(metric + "_ci")
+                lo.append(None if not ci or y is None else scale * (y - ci[0]))
+                hi.append(None if not ci or y is None else scale * (ci[1] - y))
+            trace: dict[str, Any] = {
+                "type": "bar", "name": series["label"], "legendgroup": series["kind"], "x": view["objectives"],
+                "y": ys, "marker": style, "xaxis": "x" + axis, "yaxis": "y" + axis, "showlegend": axis == "",
+                "hovertemplate": series["label"] + " · %{x}: %{y:.4g}<extra></extra>"}
+            if any(x is not None for x in hi):
+                trace["error_y"] = {"type": "data", "symmetric": False, "array": hi, "arrayminus": lo,
+                                    "color": "#333"}
+            data.append(trace)
+    layout = {"barmode": "group", "margin": {"t": 30, "r": 10, "b": 40}, "legend": {"orientation": "h", "y": 1.2},
+              "xaxis": {"domain": [0, 0.46]}, "xaxis2": {"domain": [0.56, 1], "anchor": "y2"},
+              "yaxis": {"title": {"text": "Δ mean margin"}, "zeroline": True},
+              "yaxis2": {"title": {"text": "Δ accuracy (pp)"}, "anchor": "x2", "zeroline": True}}
+    return {"data": data, "layout": layout}

@@ -11,16 +11,29 @@ embedded as JSON.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.ablation import figures, service
 from app.ablation.live import LivePool, LivePoolDep
-from app.ablation.schemas import DashboardPanelView, LiveFormView, LiveView, NeuronPanelView, QueueForm, ToggleWhich
+from app.ablation.records import record_run
+from app.ablation.runs import LiveRun, LiveRuns
+from app.ablation.schemas import (
+    ESTIMATE_CAVEAT,
+    DashboardPanelView,
+    LiveFormView,
+    LiveRunOut,
+    LiveView,
+    NeuronPanelView,
+    QueueForm,
+    ToggleWhich,
+    WarmView,
+)
 from app.core.checks import check_checkpoint
 from app.core.db import Checkpoint
 from app.core.deps import CheckpointDep, DatabaseDep, ServicesDep, StoreDep
@@ -106,7 +119,9 @@ def dashboard_panel(request: Request, v: Annotated[DashboardPanelView, Query()],
     return _page(request, "_dashboard_panel.html", base_model=v.base_model, captures=captured, ck=ck, view=view,
                  toggle=toggle, sets=[ns.name for ns in neurons.stored_sets(db=services.db, base_model=v.base_model)],
                  n_layers=max(int(r["n_layers"]) for r in captured), part_labels=PART_LABELS, modes=MODES,
-                 autorun=f"/ui/live/{ck}?" + urlencode(toggle) if v.ck else None)
+                 autorun=f"/ui/live/{ck}?" + urlencode(toggle),
+                 warm_url="/ui/live/warm?" + urlencode({"base_model": v.base_model, "seed": v.seed, "ck": ck,
+                                                        "hook": v.hook, "probe_limit": v.probe_limit}))
 
 
 @router.get("/ui/ablation/neuron-panel", response_class=HTMLResponse)
@@ -138,18 +153,100 @@ def _describe(v: LiveView) -> tuple[str, str]:
     return what, (f", layer {v.layer} only" if v.layer is not None else "")
 
 
-def _live(request: Request, services: Services, pool: LivePool, checkpoint: Checkpoint, v: LiveView) -> Response:
+def live_channel(request: Request) -> str:
+    """Whose toggles supersede each other: one user (all their tabs), the local user, or one share link."""
+    actor = getattr(request.state, "actor", None)
+    if actor is None:
+        return "anonymous"
+    return f"{actor.kind}:{actor.name}:{actor.share_token or ''}"
+
+
+def get_live_runs(request: Request) -> LiveRuns:
+    """The app's live runs (made on first use), recording finished runs for the agreement page."""
+    with _RUNS_LOCK:
+        runs: LiveRuns | None = getattr(request.app.state, "live_runs", None)
+        if runs is None:
+            services: Services = request.app.state.services
+            runs = request.app.state.live_runs = LiveRuns(recorder=lambda run: record_run(services.db, run))
+        return runs
+
+
+_RUNS_LOCK = threading.Lock()
+LiveRunsDep = Annotated[LiveRuns, Depends(get_live_runs)]
+FIRST_WAIT_S = 1.5
+"""How long a toggle's first answer waits for the estimate (milliseconds once the worker has its estimator)."""
+POLL_WAIT_S = 2.0
+"""How long one poll of a running run waits for its next change (a long poll: no busy polling)."""
+
+
+def _series(run: LiveRun) -> list[dict[str, Any]]:
+    """The figure's and table's rows: estimate, exact so far, control (exact when streamed, else estimated)."""
+    out: list[dict[str, Any]] = []
+    if run.estimate is not None:
+        out.append({"kind": "estimate", "label": "first-order estimate",
+                    "values": {o: e.model_dump() for o, e in run.estimate.objectives.items()}})
+    exact = run.rounds.get("set")
+    if exact is not None:
+        done = "" if exact.final else f" ({exact.round}/{exact.n_rounds} rounds)"
+        out.append({"kind": "exact", "label": "exact" + done,
+                    "values": {o: r.model_dump() for o, r in exact.objectives.items()}})
+    control = run.rounds.get("control")
+    if control is not None:
+        done = "" if control.final else f" ({control.round}/{control.n_rounds} rounds)"
+        out.append({"kind": "control", "label": "random control, exact" + done,
+                    "values": {o: r.model_dump() for o, r in control.objectives.items()}})
+    elif run.estimate is not None and run.estimate.control is not None:
+        out.append({"kind": "control", "label": "random control, estimate",
+                    "values": {o: e.model_dump() for o, e in run.estimate.control.items()}})
+    return out
+
+
+def run_view(run: LiveRun) -> dict[str, Any]:
+    """What the run fragment shows, as plain data (also the figure's input)."""
+    with run.cond:
+        series = _series(run)
+        objectives = sorted({o for s in series for o in s["values"]})
+        exact = run.rounds.get("set")
+        answer = exact.answer.model_dump(mode="json") if exact is not None and exact.answer is not None else None
+        return {"id": run.id, "state": run.state, "version": run.version, "meta": run.meta, "series": series,
+                "objectives": objectives, "exact": exact, "control": run.rounds.get("control"),
+                "answer": answer, "estimate": run.estimate, "estimate_error": run.estimate_error,
+                "error": run.error, "timings": run.timings(), "rounds_computed": run.rounds_computed,
+                "worker_was_ready": run.worker_was_ready}
+
+
+def run_out(run: LiveRun) -> LiveRunOut:
+    """A run as the API answers it."""
+    with run.cond:
+        m = run.meta
+        return LiveRunOut(id=run.id, state=run.state, version=run.version, checkpoint=m["checkpoint"],
+                          n_neurons=m["n_neurons"], neurons=m["neurons"], mode=m["mode"], factor=m["factor"],
+                          estimate=run.estimate, exact=run.rounds.get("set"), control=run.rounds.get("control"),
+                          rounds_computed=run.rounds_computed, timings=run.timings(),
+                          worker_was_ready=run.worker_was_ready, error=run.error, estimate_error=run.estimate_error)
+
+
+def _render_run(request: Request, run: LiveRun) -> Response:
+    view = run_view(run)
+    meta = view["meta"]
+    shown = json_safe(view["answer"]) if view["answer"] else None
+    return _page(request, "_run.html", run=view, spec=json_safe(figures.run_spec(view)), answer=shown,
+                 shift_spec=json_safe(figures.shift_spec(shown)) if shown else None,
+                 neuron_list=neuron_list(meta["base_model"], {int(k): v for k, v in meta["neurons"].items()}),
+                 caveat=ESTIMATE_CAVEAT, neurons_json=json.dumps(meta["neurons"], separators=(",", ":")))
+
+
+def _live(request: Request, services: Services, pool: LivePool, runs: LiveRuns, checkpoint: Checkpoint,
+          v: LiveView) -> Response:
     chosen = service.toggle_neurons(store=services.store, db=services.db, checkpoint=checkpoint, which=v)
-    answer = service.live_toggle(store=services.store, settings=services.settings, pool=pool, checkpoint=checkpoint,
-                                 chosen=chosen, how=v, hook=v.hook)
-    shown = json_safe(answer.model_dump(mode="json"))
     what, scope = _describe(v)
-    resp = _page(request, "_shift.html", checkpoint=checkpoint.id, ck=checkpoint, answer=shown,
-                 spec=json_safe(figures.shift_spec(shown)), what=what, scope=scope,
-                 per_layer=[(layer, len(idx)) for layer, idx in chosen.layers.items()], mode=v.mode,
-                 factor=v.factor, probe_limit=v.probe_limit, named=bool(v.neurons),
-                 neuron_list=neuron_list(checkpoint.base_model, chosen.layers),
-                 neurons_json=json.dumps(chosen.as_json(), separators=(",", ":")))
+    run = service.start_live_run(store=services.store, settings=services.settings, pool=pool, runs=runs,
+                                 checkpoint=checkpoint, chosen=chosen, how=v, hook=v.hook,
+                                 channel=live_channel(request),
+                                 meta={"what": what, "scope": scope, "named": bool(v.neurons),
+                                       "per_layer": [(layer, len(idx)) for layer, idx in chosen.layers.items()]})
+    run.wait_estimate(FIRST_WAIT_S)
+    resp = _render_run(request, run)
     if v.push:
         toggle = {"ck": checkpoint.id, "part": None if (v.set_name or v.neurons) else v.part, "set": v.set_name,
                   "layer": v.layer, "mode": None if v.mode == AblationMode.zero else v.mode,
@@ -159,6 +256,25 @@ def _live(request: Request, services: Services, pool: LivePool, checkpoint: Chec
         if url:
             resp.headers["HX-Push-Url"] = url
     return resp
+
+
+@router.get("/ui/live/warm", response_class=HTMLResponse)
+def live_warm(request: Request, v: Annotated[WarmView, Query()], services: ServicesDep, pool: LivePoolDep) -> Response:
+    """Warm the view's three RMs in the background (the selected one first, then one at a time) and say so."""
+    warmed = service.warm_view(store=services.store, db=services.db, settings=services.settings, pool=pool,
+                               base_model=v.base_model, seed=v.seed, first=v.ck, how=v, hook=v.hook)
+    status = {s["key"].split(":")[0]: s for s in pool.status()}
+    return _page(request, "_warm.html", warmed=warmed, status=status)
+
+
+@router.get("/ui/live/runs/{run_id}", response_class=HTMLResponse)
+def live_run(request: Request, run_id: Annotated[str, Path(max_length=64, pattern=r"^[0-9a-f]{1,64}$")],
+             runs: LiveRunsDep, since: Annotated[int, Query(ge=-1, le=1_000_000)] = -1) -> Response:
+    """A run's fragment once it changed after version `since` (a long poll of at most POLL_WAIT_S)."""
+    run = runs.get(run_id, channel=live_channel(request))
+    run.wait(since, POLL_WAIT_S)
+    run.touch()
+    return _render_run(request, run)
 
 
 @router.get("/ui/live/estimate", response_class=HTMLResponse)
@@ -174,16 +290,16 @@ def live_estimate(request: Request, v: Annotated[LiveFormView, Query()], service
 
 @router.get("/ui/live/{checkpoint}", response_class=HTMLResponse)
 def live_partial(request: Request, checkpoint: CheckpointDep, v: Annotated[LiveView, Query()],
-                 services: ServicesDep, pool: LivePoolDep) -> Response:
-    """One toggle, as a partial: the shift chart (`plot-shift`), its numbers, timing and path."""
-    return _live(request, services, pool, checkpoint, v)
+                 services: ServicesDep, pool: LivePoolDep, runs: LiveRunsDep) -> Response:
+    """One toggle, as a partial: its estimate at once, then its exact rounds as the partial polls itself."""
+    return _live(request, services, pool, runs, checkpoint, v)
 
 
 @router.get("/ui/live", response_class=HTMLResponse)
 def live_form(request: Request, v: Annotated[LiveFormView, Query()], services: ServicesDep,
-              pool: LivePoolDep) -> Response:
+              pool: LivePoolDep, runs: LiveRunsDep) -> Response:
     """The same as /ui/live/{checkpoint}, with the checkpoint as a form field (the panels' target select)."""
-    return _live(request, services, pool, check_checkpoint(services, v.ck), v)
+    return _live(request, services, pool, runs, check_checkpoint(services, v.ck), v)
 
 
 @router.post("/ui/ablation/queue", response_class=HTMLResponse)

@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_core import PydanticUseDefault
 
 from workers.contract.jobs import MAX_LAYERS, MAX_NEURONS, MAX_SEED
-from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer, LiveEstimateAnswer
+from workers.contract.live import DEFAULT_PROBE_PAIRS, MAX_PROBE_PAIRS, LiveAnswer, LiveEstimateAnswer, LiveRound
 from workers.contract.results import AblationFlipRow, AblationResultRow
 from workers.contract.vocab import AblationMode, HookPoint, LivePath, OverlapPart, SharedMode, Stat
 from workers.data.safe_json import check_depth
@@ -104,6 +104,15 @@ class DashboardPanelView(ToggleWhich, ToggleHow):
     ck: Annotated[str | None, Blank] = Field(None, max_length=64)
 
 
+class WarmView(ToggleHow):
+    """`GET /ui/live/warm`: the dashboard's model, seed and selected RM, whose live workers to start."""
+
+    base_model: str = Field(..., max_length=200)
+    seed: Annotated[Seed, Blank] = 0
+    hook: Annotated[HookPoint, Blank] = HookPoint.down_proj_input
+    ck: Annotated[str | None, Blank] = Field(None, max_length=64)
+
+
 class NeuronPanelView(ToggleHow):
     """`GET /ui/ablation/neuron-panel`: one neuron of a base model, and any toggle state."""
 
@@ -145,6 +154,41 @@ class LiveEstimateOut(LiveEstimateAnswer):
     n_neurons: int
     neurons: dict[str, list[int]] = Field(..., description="{layer: [indices]} the estimate is for")
     caveat: str = Field(ESTIMATE_CAVEAT, description="what the estimate is and where it fails")
+
+
+class LiveRunOut(BaseModel):
+    """A live run as it stands: its estimate (set and random control), the latest exact round of the set
+    and of its control (a running Δ with 95% bootstrap CIs until `final`), and timings in ms since the
+    request reached the API (every wait included: worker start-up, queue, estimator build)."""
+
+    id: str
+    state: str = Field(..., description="running | done | cancelled | superseded | abandoned | failed")
+    version: int = Field(..., description="changes whenever the run does; poll with ?since=<version>")
+    checkpoint: str
+    n_neurons: int
+    neurons: dict[str, list[int]]
+    mode: str
+    factor: float
+    estimate: LiveEstimateAnswer | None
+    estimate_caveat: str = ESTIMATE_CAVEAT
+    exact: LiveRound | None = Field(None, description="the set's latest round")
+    control: LiveRound | None = Field(None, description="the layer-matched random control's latest round")
+    rounds_computed: int | None = Field(None, description="rounds of exact work the worker ran (set and control), "
+                                                          "known once the run ended")
+    timings: dict[str, float | None]
+    worker_was_ready: bool
+    error: str | None = None
+    estimate_error: str | None = None
+
+
+class LiveSessionOut(BaseModel):
+    """One warm live worker."""
+
+    key: str = Field(..., description="checkpoint:probe pairs:hook")
+    ready: bool
+    startup_s: float | None = Field(None, description="spawn to ready (model load and prefix states)")
+    rss_mb: float
+    model: str | None
 
 
 class AblationRunSummary(BaseModel):

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import shlex
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,6 +23,7 @@ from sqlalchemy import select
 
 from app.ablation import queries
 from app.ablation.figures import ALL_ITEMS, RANDOM, SET_PARTS, SUBSET_PREFIX, mean_std, random_by_p
+from app.ablation.live import new_request_id
 from app.ablation.schemas import (
     AblationResult,
     AblationRunSummary,
@@ -42,6 +44,7 @@ from workers.contract.live import (
     LiveEstimateAnswer,
     LiveEstimateRequest,
     LiveSessionConfig,
+    LiveStreamRequest,
     LiveToggleRequest,
     default_probe,
 )
@@ -63,6 +66,7 @@ from workers.neurons import selection as sel
 
 if TYPE_CHECKING:
     from app.ablation.live import LiveTimedAnswer
+    from app.ablation.runs import LiveRun, LiveRuns
     from app.core.services import Services
 
 MAX_LENGTH = 128
@@ -70,9 +74,21 @@ MAX_LENGTH = 128
 
 
 class LiveWorkerLike(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def startup_s(self) -> float | None: ...
+
     def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer: ...
 
-    def estimate(self, request: LiveEstimateRequest) -> tuple[LiveEstimateAnswer, float]: ...
+    def stream(self, request: LiveStreamRequest, timeout: float = ...) -> Any: ...
+
+    def cancel(self, rid: str) -> None: ...
+
+    def wait_ready(self, timeout: float | None = None) -> Any: ...
+
+    def estimate(self, request: LiveEstimateRequest, timeout: float = ...) -> tuple[LiveEstimateAnswer, float]: ...
 
 
 class LivePoolLike(Protocol):
@@ -80,6 +96,8 @@ class LivePoolLike(Protocol):
     config built by `make_config` only when a worker has to start."""
 
     def get(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> LiveWorkerLike: ...
+
+    def warm(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> LiveWorkerLike: ...
 
 
 # -- job inputs ------------------------------------------------------------------------------------------
@@ -257,6 +275,56 @@ def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, ch
                             neurons=chosen.as_json())
 
 
+def start_live_run(*, store: StatsStore, settings: Settings, pool: LivePoolLike, runs: LiveRuns,
+                   checkpoint: Checkpoint, chosen: NeuronIndexSet, how: ToggleHow, channel: str, meta: dict[str, Any],
+                   hook: HookPoint = HookPoint.down_proj_input, path: LivePath = LivePath.fast,
+                   control: bool = True, watched: bool = True) -> LiveRun:
+    """Start a live run of switching `chosen` off: its estimate at once, its exact answer in rounds (then the
+    layer-matched random control's, with `control`), superseding the channel's previous run."""
+    worker = _live_worker(store=store, settings=settings, pool=pool, checkpoint=checkpoint, how=how, hook=hook)
+    request = LiveStreamRequest(id=new_request_id(), neurons=chosen, mode=how.mode, factor=how.factor, path=path,
+                                control=control)
+    meta = {"checkpoint": checkpoint.id, "base_model": checkpoint.base_model, "regime": checkpoint.regime,
+            "seed": checkpoint.seed, "n_neurons": chosen.size(), "neurons": chosen.as_json(),
+            "mode": str(how.mode), "factor": float(how.factor), "probe_limit": how.probe_limit, **meta}
+    return runs.start(worker=worker, request=request, channel=channel, meta=meta, watched=watched)
+
+
+def warm_view(*, store: StatsStore, db: Database, settings: Settings, pool: LivePoolLike, base_model: str, seed: int,
+              first: str | None, how: ToggleHow, hook: HookPoint) -> list[str]:
+    """Warm the live workers of a view's helpful, harmless and mixed RMs of `seed`, the checkpoint `first`
+    first: it is started now, the others in the background one at a time, each once the one before is ready
+    (two cores starting three models at once would slow the one the user is waiting for). Returns the
+    checkpoints warmed, in order."""
+    captured = captures(store=store, db=db, base_model=base_model, hook=hook)
+    ids = [str(r["checkpoint"]) for r in captured if r["seed"] == seed][:3]
+    if first in {str(r["checkpoint"]) for r in captured}:
+        ids = [first] + [i for i in ids if i != first][:2]
+
+    def warm(ck_id: str) -> LiveWorkerLike | None:
+        with db.session() as sess:
+            checkpoint = sess.get(Checkpoint, ck_id)
+        if checkpoint is None:
+            return None
+        means = None
+        with contextlib.suppress(AppError):
+            means = _means(store, ck_id, hook)
+        return pool.warm(f"{ck_id}:{how.probe_limit}:{hook}",
+                         lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
+                                             means=means, hook=hook))
+
+    def the_rest(before: LiveWorkerLike | None) -> None:
+        for ck_id in ids[1:]:
+            if before is not None:
+                with contextlib.suppress(AppError):
+                    before.wait_ready()
+            before = warm(ck_id)
+
+    if ids:
+        threading.Thread(target=the_rest, args=(warm(ids[0]),), daemon=True, name="live-warm").start()
+    return ids
+
+
 def live_estimate(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
                   chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input
                   ) -> LiveEstimateOut:
@@ -394,3 +462,4 @@ def experiment_view(rows: list[dict[str, Any]], experiment: str, run: dict[str, 
                 "c_subsets": sorted({str(r["grp"]) for r in rows if _is_subset(r)})}
     neuron_set = (run or {}).get("params", {}).get("neuron_set") or {}
     return {"neuron_set": neuron_set, "n_set": sum(len(v) for v in neuron_set.values())}
+

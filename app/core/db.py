@@ -1,4 +1,4 @@
-"""Metadata database (SQLite by default, PostgreSQL at scale): models, datasets, runs, jobs, sets, shares."""
+"""Metadata database (SQLite by default, PostgreSQL at scale): models, datasets, runs, jobs, sets, shares, toggles."""
 
 from __future__ import annotations
 
@@ -158,6 +158,38 @@ class Study(Base):
     created_by: Mapped[str] = _creator()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class LiveToggleRecord(Base):
+    """One finished live toggle: its first-order estimate and its exact shift, side by side.
+
+    Written once per toggle (keyed by the toggle's id, so recording it again changes nothing); the
+    agreement page reads these rows to show where the linear estimate holds and where it fails.
+    JSON columns: `layers` {layer: count}; `estimate` {objective: {delta_margin, delta_accuracy}}; `exact` and
+    `control_exact` {objective: {delta_margin, delta_accuracy, *_ci, n_pairs_done, n_pairs}}; `timings`
+    {estimate_ms, first_round_ms, exact_ms, total_ms, startup_ms}.
+    """
+
+    __tablename__ = "live_toggles"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    checkpoint: Mapped[str] = mapped_column(String(64), index=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    regime: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    what: Mapped[str] = mapped_column(Text)
+    set_key: Mapped[str] = mapped_column(String(64), index=True)
+    n_neurons: Mapped[int] = mapped_column(Integer)
+    layers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mode: Mapped[str] = mapped_column(String(16))
+    factor: Mapped[float] = mapped_column(Float, default=0.0)
+    probe_limit: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    estimate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    exact: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    control_exact: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = _creator()
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class User(Base):

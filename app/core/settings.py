@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_pairs: int = Field(1_000_000, ge=1, description="most preference pairs in one dataset")
     heartbeat_timeout_s: float = 120.0
     python: str | None = Field(None, description="interpreter for worker processes; default this one")
+    live_max_sessions: int = Field(3, ge=1, le=64, description="warm live-ablation workers kept at most (LRU)")
+    live_memory_mb: float = Field(6000.0, ge=100, description="resident memory of all warm live-ablation workers "
+                                                               "together; past it the least recently used closes")
 
     @field_validator("executor")
     @classmethod

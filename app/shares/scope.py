@@ -24,7 +24,7 @@ RESULT, CHECKPOINT, MODEL, STUDY = "result", "checkpoint", "model", "study"
 PINNED_DEFAULTS: dict[str, str] = {"probe_limit": str(DEFAULT_PROBE_PAIRS), "hook": str(HookPoint.down_proj_input)}
 """Live-toggle settings a share link holder cannot change (each value picks a worker process)."""
 
-LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+)?|api/live/[^/]+/(toggle|estimate))$")
+LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+)?|api/live/[^/]+/(toggle|estimate|stream))$")
 """Routes that run the model: rate-limited per link."""
 
 _KEY = r"(?P<key>[A-Za-z0-9_-]{1,64})"
@@ -126,6 +126,11 @@ def _live_form(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> 
     return sc.kind == MODEL and bool(ck) and _base_model_of(db, ck) == sc.value
 
 
+def _own_run(db: Database, sc: Scope, m: re.Match[str], q: dict[str, str]) -> bool:
+    """Polling a live run: the run itself answers only the channel (this link) that started it."""
+    return True
+
+
 # Routes a link may read: pattern over the decoded path -> who may.
 _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/results/{_KEY}$"), _result),
@@ -138,8 +143,10 @@ _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/lab/rm/{_CK}$"), _checkpoint),
     (re.compile(rf"^/api/lab/checkpoints/{_CK}(/history)?$"), _checkpoint),
     (re.compile(rf"^/ui/live/{_CK}$"), _checkpoint),
-    (re.compile(rf"^/api/live/{_CK}/(toggle|estimate)$"), _checkpoint),
+    (re.compile(rf"^/api/live/{_CK}/(toggle|estimate|stream)$"), _checkpoint),
     (re.compile(r"^/ui/live(/estimate)?$"), _live_form),
+    (re.compile(r"^/ui/live/warm$"), _panel("base_model")),
+    (re.compile(r"^/(ui|api)/live/runs/[0-9a-f]{1,64}$"), _own_run),
     (re.compile(rf"^/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/api/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/models/{_BM}/dashboard$"), _model),

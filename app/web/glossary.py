@@ -42,6 +42,12 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "one backward pass; a set's estimated Δ margin is the sum over its neurons (zero mode: minus that sum). "
      "It ranks sets well (Spearman ≈ 0.87-0.89 over 87 sets on the demo RMs), is least accurate for the "
      "strongest neurons and is coarse for accuracy, which moves in steps of one pair; the exact answer follows."),
+    ("estimate-agreement", "estimate vs exact (live toggles)",
+     "Every finished live toggle is recorded with its first-order estimate and its exact shift on the same probe "
+     "pairs; the page /live/agreement shows, over every set tried, Spearman's rank correlation of estimated and "
+     "exact Δ margin and Δ accuracy, their mean absolute error beside the mean |exact| shift, the same by set size "
+     "and by layers spanned, and the sets the estimate missed most. Cancelled and superseded toggles and empty "
+     "sets are left out."),
 )
 
 

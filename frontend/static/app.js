@@ -58,31 +58,6 @@
     }
   });
 
-  // A live toggle asks for its first-order estimate beside the exact answer: the estimate (milliseconds once
-  // the RM's estimator is built) shows in #live-estimate while the exact one computes. A newer toggle aborts
-  // the older estimate's request.
-  var estimateAbort = null;
-  function showEstimate(form) {
-    var box = document.getElementById("live-estimate");
-    if (!box) return;
-    if (estimateAbort) estimateAbort.abort();
-    estimateAbort = new AbortController();
-    var headers = {"HX-Request": "true"};
-    if (document.body.dataset.share) headers["X-Tension-Share"] = document.body.dataset.share;
-    box.textContent = "estimating…";
-    fetch("/ui/live/estimate?" + new URLSearchParams(new FormData(form)).toString(),
-          {credentials: "same-origin", headers: headers, signal: estimateAbort.signal})
-      .then(function (r) { return r.text().then(function (t) { return {ok: r.ok, text: t}; }); })
-      .then(function (res) {
-        if (res.ok) { box.innerHTML = res.text; } else { box.textContent = ""; }
-      })
-      .catch(function () { /* aborted by a newer toggle, or the server is away: the exact answer says so */ });
-  }
-  document.addEventListener("htmx:beforeSend", function (e) {
-    var d = e.detail;
-    if (d.elt && d.elt.id === "live-form") showEstimate(d.elt);
-  });
-
   // Inside a shared (read-only) view, links keep carrying the share token.
   document.addEventListener("click", function (e) {
     var token = document.body.dataset.share, a = e.target.closest && e.target.closest("a[href^='/']");

@@ -8,7 +8,7 @@ row models; the run row carries the job's normalised `AblateParams`, as a finish
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,10 @@ from workers.contract.live import (
     LiveEstimateRequest,
     LiveFlips,
     LiveObjectiveAnswer,
+    LiveRound,
     LiveSessionConfig,
+    LiveStreamEnd,
+    LiveStreamRequest,
     LiveSummary,
     LiveTiming,
     LiveToggleRequest,
@@ -205,26 +208,77 @@ def answer_for(request: LiveToggleRequest, n_pairs: int) -> LiveAnswer:
 
 @dataclass
 class FakeLiveWorker:
+    """Stands in for `app.ablation.live.LiveWorker`: answers from `answer_for`, streams two rounds per phase
+    (set, then control), and records every request and cancel that reached it."""
+
     config: LiveSessionConfig
-    requests: list[LiveToggleRequest] = field(default_factory=list)
+    requests: list[LiveToggleRequest | LiveStreamRequest] = field(default_factory=list)  # exact ones, in order
     estimates: list[LiveEstimateRequest] = field(default_factory=list)
+    streams: list[LiveStreamRequest] = field(default_factory=list)
+    cancels: list[str] = field(default_factory=list)
+    ready: bool = True
+    startup_s: float | None = 1.5
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        return None
 
     def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer:
         self.requests.append(request)
         return LiveTimedAnswer(answer=answer_for(request, self.config.probe.limit or 64), roundtrip_ms=15.0)
 
-    def estimate(self, request: LiveEstimateRequest) -> tuple[LiveEstimateAnswer, float]:
-        """Half the fake exact answer's shift (an estimate that is off, as real ones can be); the first call
-        builds the estimator."""
-        self.estimates.append(request)
-        exact = answer_for(LiveToggleRequest(neurons=request.neurons, mode=request.mode, factor=request.factor),
+    def _estimated(self, neurons: NeuronIndexSet, request: LiveEstimateRequest) -> dict[str, Any]:
+        exact = answer_for(LiveToggleRequest(neurons=neurons, mode=request.mode, factor=request.factor),
                            self.config.probe.limit or 64)
-        objectives = {o: {"n_pairs": a.n_pairs, "baseline_accuracy": a.baseline.accuracy,
-                          "baseline_mean_margin": a.baseline.mean_margin, "delta_margin": a.delta.margin / 2,
-                          "delta_accuracy": a.delta.accuracy / 2} for o, a in exact.objectives.items()}
-        answer = LiveEstimateAnswer.model_validate({"objectives": objectives, "seconds": 0.001, "build_s": 2.5,
-                                                    "built_now": len(self.estimates) == 1})
+        return {o: {"n_pairs": a.n_pairs, "baseline_accuracy": a.baseline.accuracy,
+                    "baseline_mean_margin": a.baseline.mean_margin, "delta_margin": a.delta.margin / 2,
+                    "delta_accuracy": a.delta.accuracy / 2} for o, a in exact.objectives.items()}
+
+    def estimate(self, request: LiveEstimateRequest, timeout: float = 0) -> tuple[LiveEstimateAnswer, float]:
+        """Half the fake exact answer's shift (an estimate that is off, as real ones can be); the first call
+        builds the estimator. The control is the same number of neurons shifted by one index."""
+        self.estimates.append(request)
+        control = fake_control(request.neurons)
+        answer = LiveEstimateAnswer.model_validate({
+            "id": request.id, "objectives": self._estimated(request.neurons, request),
+            "control": self._estimated(control, request) if request.control else None,
+            "control_neurons": control.as_json() if request.control else None, "seconds": 0.001, "build_s": 2.5,
+            "built_now": len(self.estimates) == 1})
         return answer, 3.0
+
+    def stream(self, request: LiveStreamRequest, timeout: float = 0) -> Iterator[LiveRound | LiveStreamEnd]:
+        self.streams.append(request)
+        self.requests.append(request)
+        n_pairs = self.config.probe.limit or 64
+        phases = [("set", request.neurons)] + ([("control", fake_control(request.neurons))] if request.control else [])
+        rounds = 0
+        for phase, neurons in phases:
+            exact = answer_for(LiveToggleRequest(neurons=neurons, mode=request.mode, factor=request.factor), n_pairs)
+            for r in (1, 2):
+                if request.id in self.cancels:
+                    yield LiveStreamEnd(id=request.id, end="cancelled", rounds_computed=rounds, seconds=0.02)
+                    return
+                rounds += 1
+                running = {o: {"n_done": n_pairs * r // 2, "n_total": n_pairs, "delta_margin": a.delta.margin,
+                               "delta_margin_ci": [a.delta.margin - 0.01, a.delta.margin + 0.01],
+                               "delta_accuracy": a.delta.accuracy,
+                               "delta_accuracy_ci": [a.delta.accuracy - 0.05, a.delta.accuracy + 0.05],
+                               "flips_to_wrong": a.flips.to_wrong, "flips_to_right": 0}
+                           for o, a in exact.objectives.items()}
+                yield LiveRound.model_validate({
+                    "id": request.id, "phase": phase, "round": r, "n_rounds": 2, "seconds": 0.01 * rounds,
+                    "queued_s": 0.0, "objectives": running, "final": r == 2, "path": "cached_prefix",
+                    "answer": exact.model_copy(update={"id": request.id}) if r == 2 else None,
+                    "control_neurons": neurons.as_json() if phase == "control" else None})
+        yield LiveStreamEnd(id=request.id, end="done", rounds_computed=rounds, seconds=0.01 * rounds)
+
+    def cancel(self, rid: str) -> None:
+        self.cancels.append(rid)
+
+
+def fake_control(neurons: NeuronIndexSet) -> NeuronIndexSet:
+    """The fake's layer-matched control: each neuron's index + 1 (mod 16), same count per layer."""
+    return NeuronIndexSet.model_validate({str(k): sorted({(i + 1) % N_NEURONS for i in v})
+                                          for k, v in neurons.layers.items()})
 
 
 @dataclass
@@ -233,14 +287,26 @@ class FakeLivePool:
     toggle that reached a worker."""
 
     workers: dict[str, FakeLiveWorker] = field(default_factory=dict)
+    warmed: list[str] = field(default_factory=list)
 
     def get(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> FakeLiveWorker:
         if key not in self.workers:
             self.workers[key] = FakeLiveWorker(make_config())
         return self.workers[key]
 
-    def requests(self) -> list[LiveToggleRequest]:
+    def warm(self, key: str, make_config: Callable[[], LiveSessionConfig]) -> FakeLiveWorker:
+        self.warmed.append(key)
+        return self.get(key, make_config)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"key": k, "ready": True, "startup_s": w.startup_s, "rss_mb": 100.0, "model": "fake"}
+                for k, w in self.workers.items()]
+
+    def requests(self) -> list[LiveToggleRequest | LiveStreamRequest]:
         return [r for w in self.workers.values() for r in w.requests]
+
+    def streamed(self) -> list[LiveStreamRequest]:
+        return [r for w in self.workers.values() for r in w.streams]
 
     def close(self) -> None:
         self.workers.clear()

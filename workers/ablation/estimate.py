@@ -34,6 +34,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from workers.ablation.engine import Ablation, NeuronSet, as_ablation, model_shape
+from workers.ablation.estimate_table import EstimateTable
 from workers.contract.vocab import AblationMode, HookPoint
 from workers.data.text import pair_texts
 from workers.models.registry import LoadedModel
@@ -227,6 +228,13 @@ class FirstOrderEstimate:
                       "delta_margin": float(d.mean()),
                       "delta_accuracy": float(((m + d) > 0).mean() - (m > 0).mean())}
         return out
+
+    def table(self) -> EstimateTable:
+        """Its answers as a numpy-only `EstimateTable` (arrays shared, not copied): cache it with `to_bytes`
+        and answer from it in a process that has not imported torch."""
+        return EstimateTable(objectives=self.objectives, slices=self._slices, margins=self.margins, s1=self._s1,
+                             s0=self._s0, means=self.means, n_layers=self.n_layers, n_neurons=self.n_neurons,
+                             hook_point=self.hook_point, build_s=self.build_s)
 
     def info(self) -> dict[str, Any]:
         """What the estimator holds and how long it took to build."""

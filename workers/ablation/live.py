@@ -26,7 +26,7 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ from workers.models.registry import LoadedModel
 from workers.models.scoring import Batch, iter_batches, tokenize
 from workers.neurons.hooks import neuron_hooks
 
-__all__ = ["LiveAblationSession", "fast_path_family"]
+__all__ = ["LiveAblationSession", "Stopped", "fast_path_family"]
 
 PairLike = Any  # a PreferencePair or a (chosen_text, rejected_text) tuple
 
@@ -168,7 +168,8 @@ class LiveAblationSession:
     def __init__(self, loaded: LoadedModel, probe_pairs_by_objective: Mapping[str, Sequence[PairLike]],
                  max_length: int = 128, *, batch_size: int = 32, means: Any = None,
                  hook_point: HookPoint = HookPoint.down_proj_input, answer_cache_size: int = 512,
-                 prefix_cache_mb: float = 1024.0, max_rows: int = 256, fast: bool = True) -> None:
+                 prefix_cache_mb: float = 1024.0, max_rows: int = 256, fast: bool = True,
+                 round_pairs: int | None = None, round_seed: int = 0) -> None:
         started = time.perf_counter()
         if loaded.model.training:
             raise ValueError("the model is in training mode (dropout): call model.eval() first")
@@ -217,7 +218,7 @@ class LiveAblationSession:
         with torch.inference_mode():
             token_ids = tokenize(loaded, texts, self.max_length)
             self.n_tokens = int(sum(len(t) for t in token_ids))
-            batches = list(iter_batches(loaded, token_ids, self.batch_size))
+            batches = self._plan_rounds(token_ids, round_pairs, round_seed)
             try:
                 self.baseline_full = self._record(batches)
             except _Unsupported as exc:  # replay is impossible here: answer by full passes instead
@@ -233,6 +234,38 @@ class LiveAblationSession:
                 self.baseline = self.baseline_full
         self.numerics_gap = float(np.max(np.abs(self.baseline - self.baseline_full)))
         self.setup_s = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ rounds
+
+    def _plan_rounds(self, token_ids: Sequence[np.ndarray], round_pairs: int | None, seed: int) -> list[Batch]:
+        """The session's batches, grouped into rounds that `toggle_rounds` answers one at a time.
+
+        Without `round_pairs` there is one round: every text, length-bucketed. With it, round r holds
+        `round_pairs` pairs of each objective, drawn in a seeded random order (so the running Δ after any
+        round is an unbiased sample of the probe set, not its shortest texts), its texts length-bucketed into
+        batches of `batch_size` (padding then costs a few per cent over bucketing the whole probe set).
+        """
+        self.round_pairs: list[dict[str, NDArray[np.int64]]] = []  # per round, pair positions per objective
+        self.rounds: list[list[int]] = []  # per round, positions in self._states
+        batches: list[Batch] = []
+        if not round_pairs:
+            batches = list(iter_batches(self.loaded, token_ids, self.batch_size))
+            self.round_pairs = [{o: np.arange(self._chosen[o].size) for o in self.objectives}]
+            self.rounds = [list(range(len(batches)))]
+            return batches
+        rng = np.random.default_rng(seed)
+        order = {o: rng.permutation(self._chosen[o].size) for o in self.objectives}
+        n_rounds = max(-(-self._chosen[o].size // round_pairs) for o in self.objectives)
+        for r in range(n_rounds):
+            pairs = {o: np.sort(order[o][r * round_pairs:(r + 1) * round_pairs]) for o in self.objectives}
+            idx = np.concatenate([np.stack([self._chosen[o][p], self._rejected[o][p]], 1).reshape(-1)
+                                  for o, p in pairs.items()])
+            start = len(batches)
+            for b in iter_batches(self.loaded, [token_ids[i] for i in idx], self.batch_size):
+                batches.append(Batch(idx[b.index], b.input_ids, b.attention_mask))
+            self.round_pairs.append(pairs)
+            self.rounds.append(list(range(start, len(batches))))
+        return batches
 
     # ------------------------------------------------------------------ recording the unablated model
 
@@ -465,9 +498,14 @@ class LiveAblationSession:
                                 use_cache=False).logits
         return logits[:, 0]
 
-    def _compute(self, ablations: Sequence[Ablation], path: LivePath) -> list[NDArray[np.float64]]:
-        """Per-text rewards for each ablation (all non-empty, same hook point), batched where it helps."""
-        out = [np.empty(len(self.texts), dtype=np.float64) for _ in ablations]
+    def _compute(self, ablations: Sequence[Ablation], path: LivePath, states: Sequence[_BatchState] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[NDArray[np.float64]]:
+        """Per-text rewards for each ablation (all non-empty, same hook point), batched where it helps.
+
+        `states` limits the work to those batches (a round; other texts stay NaN, except that a set confined
+        to the last layer is one pass over every text anyway); `should_stop` is asked before each batch and
+        raises `Stopped` when it says so."""
+        out = [np.full(len(self.texts), np.nan) for _ in ablations]
         use_fast = path == LivePath.fast and self._ops is not None
         groups: dict[int, list[int]] = {}
         for j, a in enumerate(ablations):
@@ -480,7 +518,9 @@ class LiveAblationSession:
                     for j, r in zip(members, results, strict=True):
                         out[j] = r
                     continue
-                for st in self._states:
+                for st in self._states if states is None else states:
+                    if should_stop is not None and should_stop():
+                        raise Stopped("stopped between batches")
                     per_pass = max(1, self.max_rows // st.size)
                     for s in range(0, len(members), per_pass):
                         chunk = members[s:s + per_pass]
@@ -583,6 +623,68 @@ class LiveAblationSession:
             answers.append(ans)
         return answers
 
+    def toggle_rounds(self, ablation: Ablation | NeuronSet, *, path: LivePath = LivePath.fast,
+                      should_stop: Callable[[], bool] | None = None, **options: Any) -> Iterator[dict[str, Any]]:
+        """`toggle`, one round of probe pairs at a time: yields after each round.
+
+        Each item: ``{"round", "n_rounds", "rewards"`` (per text; NaN where not computed yet) ``, "pairs_done":
+        {objective: pair positions}, "seconds"`` (since the call) ``, "path", "final"}``. The final item's
+        rewards are complete and equal `rewards(ablation)`; they enter the answer cache. Cached answers,
+        the identity and sets confined to the last layer (one cheap pass over every text) come as a single
+        final round. `should_stop()` is asked before every batch; when it returns true, `Stopped` is raised
+        and nothing is cached.
+        """
+        started = time.perf_counter()
+        abl = self._as_ablation(ablation, **options)
+        everything = {o: np.arange(self._chosen[o].size) for o in self.objectives}
+        n_rounds = len(self.rounds)
+        with self._lock:
+            hit = path == LivePath.fast and (abl.is_identity or abl.key() in self._answers)
+            last_only = path == LivePath.fast and self._ops is not None and abl.first_layer == self.n_layers - 1
+            if hit or last_only or n_rounds == 1:
+                rewards = self.rewards_many([abl], path=path)[0]
+                used = "identity" if abl.is_identity else "answer_cache" if hit else \
+                    ("cached_prefix" if path == LivePath.fast and self._ops is not None else "full")
+                seconds = time.perf_counter() - started
+                yield {"round": n_rounds, "n_rounds": n_rounds, "rewards": rewards, "pairs_done": everything,
+                       "seconds": seconds, "path": used, "final": True,
+                       "answer": self._timed_answer(abl, rewards, seconds, used, hit)}
+                return
+            used = "cached_prefix" if path == LivePath.fast and self._ops is not None else "full"
+            rewards = np.full(len(self.texts), np.nan)
+            done: dict[str, list[NDArray[np.int64]]] = {o: [] for o in self.objectives}
+            for r, positions in enumerate(self.rounds):
+                part = self._compute([abl], path, [self._states[i] for i in positions], should_stop)[0]
+                got = ~np.isnan(part)
+                rewards[got] = part[got]
+                for o, p in self.round_pairs[r].items():
+                    done[o].append(p)
+                final = r == n_rounds - 1
+                if final and path == LivePath.fast:
+                    self._remember(abl.key(), rewards.copy())
+                seconds = time.perf_counter() - started
+                yield {"round": r + 1, "n_rounds": n_rounds, "rewards": rewards,
+                       "pairs_done": {o: np.concatenate(v) for o, v in done.items()},
+                       "seconds": seconds, "path": used, "final": final,
+                       "answer": self._timed_answer(abl, rewards, seconds, used, False) if final else None}
+
+    def _timed_answer(self, abl: Ablation, rewards: NDArray[np.float64], seconds: float, used: str,
+                      hit: bool) -> dict[str, Any]:
+        ans = self.answer(abl, rewards)
+        first = abl.first_layer
+        ans["timing"] = {"seconds": seconds, "n_ablations_in_call": 1, "path": used, "first_layer": first,
+                         "recomputed_layers": 0 if hit or first is None else
+                         (self.n_layers - first if used == "cached_prefix" else self.n_layers)}
+        return ans
+
+    def pair_margins(self, rewards: NDArray[np.float64], objective: str,
+                     pairs: NDArray[np.int64] | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(baseline, ablated) margins of an objective's pairs (all, or those at `pairs` positions)."""
+        c, r = self._chosen[objective], self._rejected[objective]
+        if pairs is not None:
+            c, r = c[pairs], r[pairs]
+        return self.baseline[c] - self.baseline[r], rewards[c] - rewards[r]
+
     def answer(self, ablation: Ablation, rewards: NDArray[np.float64]) -> dict[str, Any]:
         """The toggle answer for per-text `rewards` of `ablation` (no timing)."""
         objectives: dict[str, Any] = {}
@@ -629,6 +731,10 @@ class LiveAblationSession:
             if len(bucket) < per_objective:
                 bucket.append(p)
         return cls(loaded, grouped, **kwargs)
+
+
+class Stopped(Exception):
+    """A streamed toggle was cancelled (superseded or abandoned) between two batches."""
 
 
 class _Unsupported(RuntimeError):

@@ -320,7 +320,7 @@ def test_live_partial_equals_the_api_answer(world: SimpleNamespace) -> None:
     assert _as_pairs(_last_request(world).neurons.as_json()) == want
     api = world.client.get(f"/api/live/{ck}/toggle", params={**q, "probe_limit": PROBE}).json()
     assert _as_pairs(api["neurons"]) == want and api["n_neurons"] == len(want)
-    assert api["roundtrip_ms"] == 15.0
+    assert api["roundtrip_ms"] > 0  # measured around the streamed run
     html = r.text
     assert 'id="plot-shift"' in html
     assert re.search(rf'<span id="shift-n-neurons">{len(want)}</span>', html)
@@ -467,7 +467,13 @@ def test_dashboard_panel_defaults_to_the_mixed_rm_and_reads_toggle_state(world: 
     assert f'<option value="{world.checkpoints["mixed"]}" selected>' in html
     assert '<option value="shared" selected>' in html
     assert 'hx-indicator="#live-indicator"' in html and 'class="htmx-indicator' in html
-    assert 'id="live-empty"' in html  # no toggle state in the URL: nothing computed yet
+    # Opening the dashboard computes the default toggle (the shared set on the mixed RM) at once and warms
+    # the view's RMs in the background: no click needed for the first estimate.
+    m = re.search(r'<div id="live-result" hx-get="([^"]+)" hx-trigger="load"', html)
+    assert m and unescape(m.group(1)).startswith(f"/ui/live/{world.checkpoints['mixed']}?")
+    assert "part=shared" in unescape(m.group(1))
+    warm = re.search(r'<div id="live-warm" hx-get="([^"]+)" hx-trigger="load"', html)
+    assert warm and f"ck={world.checkpoints['mixed']}" in unescape(warm.group(1))
     assert '<input type="hidden" name="p" value="10">' in html
     assert "".join(f'<option value="{i}"' for i in range(N_LAYERS)) in re.sub(r">layer \d+ only</option>", "", html)
     state = c.get("/ui/ablation/panel", params={**base, "ck": world.checkpoints["helpful"], "part": "harmless",
