@@ -43,6 +43,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "app.neurons.pages",
     "app.ablation.api",
     "app.shares.api",
+    "app.ablation.dial",  # before pages: /ui/live/dial is not /ui/live/{checkpoint}
     "app.ablation.pages",
     "app.ablation.agreement_pages",
     "app.jobs.pages",

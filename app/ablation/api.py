@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.ablation import service
 from app.ablation.live import LivePoolDep, new_request_id
-from app.ablation.pages import LiveRunsDep, live_channel, run_out
+from app.ablation.runs import LiveRunsDep, live_channel, run_out
 from app.ablation.schemas import (
     AblationResult,
     AblationRunSummary,

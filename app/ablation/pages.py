@@ -11,23 +11,20 @@ embedded as JSON.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.ablation import figures, service
 from app.ablation.live import LivePool, LivePoolDep
-from app.ablation.records import record_run
-from app.ablation.runs import LiveRun, LiveRuns
+from app.ablation.runs import LiveRun, LiveRuns, LiveRunsDep, live_channel
 from app.ablation.schemas import (
     ESTIMATE_CAVEAT,
     DashboardPanelView,
     LiveFormView,
-    LiveRunOut,
     LiveView,
     NeuronPanelView,
     QueueForm,
@@ -153,26 +150,6 @@ def _describe(v: LiveView) -> tuple[str, str]:
     return what, (f", layer {v.layer} only" if v.layer is not None else "")
 
 
-def live_channel(request: Request) -> str:
-    """Whose toggles supersede each other: one user (all their tabs), the local user, or one share link."""
-    actor = getattr(request.state, "actor", None)
-    if actor is None:
-        return "anonymous"
-    return f"{actor.kind}:{actor.name}:{actor.share_token or ''}"
-
-
-def get_live_runs(request: Request) -> LiveRuns:
-    """The app's live runs (made on first use), recording finished runs for the agreement page."""
-    with _RUNS_LOCK:
-        runs: LiveRuns | None = getattr(request.app.state, "live_runs", None)
-        if runs is None:
-            services: Services = request.app.state.services
-            runs = request.app.state.live_runs = LiveRuns(recorder=lambda run: record_run(services.db, run))
-        return runs
-
-
-_RUNS_LOCK = threading.Lock()
-LiveRunsDep = Annotated[LiveRuns, Depends(get_live_runs)]
 FIRST_WAIT_S = 1.5
 """How long a toggle's first answer waits for the estimate (milliseconds once the worker has its estimator)."""
 POLL_WAIT_S = 2.0
@@ -213,17 +190,6 @@ def run_view(run: LiveRun) -> dict[str, Any]:
                 "answer": answer, "estimate": run.estimate, "estimate_error": run.estimate_error,
                 "error": run.error, "timings": run.timings(), "rounds_computed": run.rounds_computed,
                 "worker_was_ready": run.worker_was_ready}
-
-
-def run_out(run: LiveRun) -> LiveRunOut:
-    """A run as the API answers it."""
-    with run.cond:
-        m = run.meta
-        return LiveRunOut(id=run.id, state=run.state, version=run.version, checkpoint=m["checkpoint"],
-                          n_neurons=m["n_neurons"], neurons=m["neurons"], mode=m["mode"], factor=m["factor"],
-                          estimate=run.estimate, exact=run.rounds.get("set"), control=run.rounds.get("control"),
-                          rounds_computed=run.rounds_computed, timings=run.timings(),
-                          worker_was_ready=run.worker_was_ready, error=run.error, estimate_error=run.estimate_error)
 
 
 def _render_run(request: Request, run: LiveRun) -> Response:

@@ -19,8 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
+from fastapi import Depends, Request
+
+from app.ablation.schemas import LiveRunOut
 from app.core.errors import AppError, NotFound
 from workers.contract.live import (
     LiveEstimateAnswer,
@@ -29,6 +32,9 @@ from workers.contract.live import (
     LiveStreamEnd,
     LiveStreamRequest,
 )
+
+if TYPE_CHECKING:
+    from app.core.services import Services
 
 ABANDON_S = 6.0
 """A watched run not polled for this long is cancelled (pages long-poll at most every 2 s)."""
@@ -231,3 +237,39 @@ class LiveRuns:
                 import logging
 
                 logging.getLogger(__name__).exception("could not record live run %s", run.id)
+
+
+# -- for the routes ----------------------------------------------------------------------------------------
+def live_channel(request: Request) -> str:
+    """Whose toggles supersede each other: one user (all their tabs), the local user, or one share link."""
+    actor = getattr(request.state, "actor", None)
+    if actor is None:
+        return "anonymous"
+    return f"{actor.kind}:{actor.name}:{actor.share_token or ''}"
+
+
+def get_live_runs(request: Request) -> LiveRuns:
+    """The app's live runs (made on first use), recording finished runs for the agreement page."""
+    with _RUNS_LOCK:
+        runs: LiveRuns | None = getattr(request.app.state, "live_runs", None)
+        if runs is None:
+            from app.ablation.records import record_run
+
+            services: Services = request.app.state.services
+            runs = request.app.state.live_runs = LiveRuns(recorder=lambda run: record_run(services.db, run))
+        return runs
+
+
+_RUNS_LOCK = threading.Lock()
+LiveRunsDep = Annotated[LiveRuns, Depends(get_live_runs)]
+def run_out(run: LiveRun) -> LiveRunOut:
+    """A run as the API answers it."""
+    with run.cond:
+        m = run.meta
+        return LiveRunOut(id=run.id, state=run.state, version=run.version, checkpoint=m["checkpoint"],
+                          n_neurons=m["n_neurons"], neurons=m["neurons"], mode=m["mode"], factor=m["factor"],
+                          estimate=run.estimate, exact=run.rounds.get("set"), control=run.rounds.get("control"),
+                          rounds_computed=run.rounds_computed, timings=run.timings(),
+                          worker_was_ready=run.worker_was_ready, error=run.error, estimate_error=run.estimate_error)
+
+

@@ -24,8 +24,10 @@ RESULT, CHECKPOINT, MODEL, STUDY = "result", "checkpoint", "model", "study"
 PINNED_DEFAULTS: dict[str, str] = {"probe_limit": str(DEFAULT_PROBE_PAIRS), "hook": str(HookPoint.down_proj_input)}
 """Live-toggle settings a share link holder cannot change (each value picks a worker process)."""
 
-LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+)?|api/live/[^/]+/(toggle|estimate|stream))$")
+LIVE_PATHS = re.compile(r"^/(ui/live(/[^/]+|/dial/points)?|api/live/[^/]+/(toggle|estimate|stream))$")
 """Routes that run the model: rate-limited per link."""
+POLL_PATHS = re.compile(r"^/ui/live/dial/poll$")
+"""A poll may (re)compute estimates, so it keeps the pinned settings too, but is not rate-limited."""
 
 _KEY = r"(?P<key>[A-Za-z0-9_-]{1,64})"
 _CK = r"(?P<ck>[A-Za-z0-9_-]{1,64})"
@@ -146,6 +148,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], Rule], ...] = (
     (re.compile(rf"^/api/live/{_CK}/(toggle|estimate|stream)$"), _checkpoint),
     (re.compile(r"^/ui/live(/estimate)?$"), _live_form),
     (re.compile(r"^/ui/live/warm$"), _panel("base_model")),
+    (re.compile(r"^/ui/live/dial(/points|/poll)?$"), _panel("base_model")),
     (re.compile(r"^/(ui|api)/live/runs/[0-9a-f]{1,64}$"), _own_run),
     (re.compile(rf"^/lab/compare/{_BM}$"), _model),
     (re.compile(rf"^/api/lab/compare/{_BM}$"), _model),
@@ -166,7 +169,7 @@ def refusal(db: Database, scope: Scope | None, target: str, path: str, query: st
         allowed = any((m := pattern.match(path)) is not None and rule(db, scope, m, q) for pattern, rule in _ROUTES)
     if not allowed:
         return f"this share link opens {urlsplit(target).path[:200]} and what it loads, not {path[:200]}"
-    if scope is not None and LIVE_PATHS.match(path):
+    if scope is not None and (LIVE_PATHS.match(path) or POLL_PATHS.match(path)):
         for name, value in scope.pinned.items():
             sent = q.get(name) or PINNED_DEFAULTS[name]
             if sent != value:

@@ -4,7 +4,8 @@ On real tiny-bert RMs (trained and captured by real jobs, once per session): the
 Plotly figure every time and never covers the "Queue the exact evaluation" button below it; a toggle takes
 no snapshot of the (large) page for htmx's history cache and logs no history error, while its state still
 goes into the page URL; editing a field and clicking "Toggle off" sends one request, not two; a neuron set
-shows as `layer·index` links to the neurons' pages, never as JSON.
+shows as `layer·index` links to the neurons' pages, never as JSON; a toggle superseded by a newer one stops
+its exact work on the worker (asserted from the server's side).
 """
 
 from __future__ import annotations
@@ -33,14 +34,17 @@ def site(tmp_path_factory: pytest.TempPathFactory, real_rms: RealRMs) -> Iterato
         yield SimpleNamespace(url=srv.url, http=http, checkpoints=train_and_capture(http))
 
 
+TOGGLE = re.compile(r"/ui/live(/(?!runs/|warm|dial|estimate)[^/?]+)?\?")
+
+
 def _watch(page) -> SimpleNamespace:  # type: ignore[no-untyped-def]
-    """Console messages and requests to the live routes, from now on."""
-    seen = SimpleNamespace(console=[], live=[], estimates=[])
+    """Console messages, toggle requests (not the runs' polls) and run polls, from now on."""
+    seen = SimpleNamespace(console=[], live=[], polls=[])
 
     def request(r) -> None:  # type: ignore[no-untyped-def]
-        if "/ui/live/estimate" in r.url:
-            seen.estimates.append(r.url)
-        elif "/ui/live" in r.url:
+        if "/ui/live/runs/" in r.url:
+            seen.polls.append(r.url)
+        elif TOGGLE.search(r.url):
             seen.live.append(r.url)
 
     page.on("console", lambda m: seen.console.append(f"{m.type}: {m.text} ({m.location.get('url', '')})"))
@@ -59,8 +63,10 @@ def _mark_stale(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def _wait_new_result(page) -> None:  # type: ignore[no-untyped-def]
-    """Wait for a fresh result, swapped in and settled by htmx, its chart drawn."""
+    """Wait for a fresh result, its exact rounds streamed to the end (and its control's), settled by htmx,
+    its chart drawn."""
     page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
+    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
     page.wait_for_function("() => !document.getElementById('live-result').classList.contains('htmx-settling')")
     _wait_shift(page)
     page.wait_for_timeout(100)  # anything htmx or Plotly still does after settling has happened
@@ -106,10 +112,18 @@ def _check_neuron_list(page, n_neurons: int) -> None:  # type: ignore[no-untyped
     assert "{" not in page.locator("#live-shift").inner_text()
 
 
+def _settle_autorun(page, seen) -> None:  # type: ignore[no-untyped-def]
+    """The dashboard computes its default toggle on load: wait for it, then count from zero."""
+    page.locator("#live-form").wait_for(timeout=20_000)
+    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
+    seen.live.clear()
+    seen.polls.clear()
+
+
 def test_three_toggles_rerender_the_chart_below_no_control(page, site) -> None:  # type: ignore[no-untyped-def]
     seen = _watch(page)
     page.goto(site.url + DASHBOARD)
-    page.locator("#live-form").wait_for(timeout=20_000)
+    _settle_autorun(page, seen)
     _count_history_saves(page)
     drawn: list[str] = []
     for part in ("helpful", "harmless", "mixed"):
@@ -122,12 +136,13 @@ def test_three_toggles_rerender_the_chart_below_no_control(page, site) -> None: 
         assert n_neurons > 0
         _check_neuron_list(page, n_neurons)
         drawn.append(_shift_data(page))
-        # Its first-order estimate is shown beside the exact answer, labelled as one.
-        page.locator("#live-estimate #estimate-block").wait_for(timeout=20_000)
-        assert page.locator("#estimate-table tbody tr").count() == 2
-        assert "first-order" in page.locator("#estimate-block").inner_text()
+        # Its first-order estimate is shown beside the exact answer and the random control, labelled.
+        kinds = page.locator("#run-table tbody tr").evaluate_all("rs => rs.map(r => r.dataset.kind)")
+        assert sorted(set(kinds)) == ["control", "estimate", "exact"] and kinds.count("estimate") == 2, kinds
+        assert "first-order" in page.locator("#estimate-caveat").inner_text()
+        assert re.search(r"estimate \d+ ms", page.locator("#run-timing").inner_text())
+        page.locator("#plot-run[data-rendered='1'] .main-svg").first.wait_for(timeout=5_000)
     assert len(set(drawn)) == 3  # each toggle drew its own numbers
-    assert len(seen.estimates) == 3, seen.estimates  # one estimate per toggle
 
     # The URL carried each toggle, yet htmx took no snapshot of the page and logged no history error.
     assert page.evaluate("window.historySaves") == 0
@@ -140,8 +155,8 @@ def test_three_toggles_rerender_the_chart_below_no_control(page, site) -> None: 
 def test_editing_a_field_then_clicking_sends_one_request(page, site) -> None:  # type: ignore[no-untyped-def]
     seen = _watch(page)
     page.goto(site.url + DASHBOARD)
-    page.locator("#live-form").wait_for(timeout=20_000)
-    page.select_option("#live-part", "helpful")  # the first toggle starts the RM's worker
+    _settle_autorun(page, seen)
+    page.select_option("#live-part", "helpful")
     _wait_new_result(page)
     page.wait_for_url(re.compile(r".*part=helpful.*"))
 
@@ -174,6 +189,7 @@ def test_neuron_page_shows_its_neuron_as_a_link_not_json(page, site) -> None:  #
     page.goto(site.url + f"/models/{MODEL}/neurons/1/5?probe_limit={PROBE}")
     page.locator("#live-form").wait_for(timeout=20_000)
     page.select_option("#live-ck", site.checkpoints["harmless"])
+    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
     _wait_shift(page)
     what = page.locator("#shift-what")
     assert "{" not in what.inner_text() and "1·5" in what.inner_text()
@@ -186,4 +202,34 @@ def test_neuron_page_shows_its_neuron_as_a_link_not_json(page, site) -> None:  #
     page.select_option("#live-mode", "mean")
     _wait_new_result(page)
     _check_chart_and_button(page)
+    assert page.js_errors == []
+
+
+BIG_PROBE = 512  # pairs per objective: 64 rounds of exact work, long enough to be superseded mid-way
+
+
+def test_a_superseded_toggle_stops_its_work_on_the_server(page, site) -> None:  # type: ignore[no-untyped-def]
+    seen = _watch(page)
+    page.goto(site.url + f"/models/{MODEL}/dashboard?p=50&stat=A&seed=0&probe_limit={BIG_PROBE}")
+    _settle_autorun(page, seen)  # the RM's worker for this probe size is warm from here on
+    first_run = page.locator("#live-run").get_attribute("data-run")
+    _mark_stale(page)
+    page.select_option("#live-part", "helpful")
+    page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
+    older = page.locator("#live-run").get_attribute("data-run")
+    assert older and older != first_run
+    _mark_stale(page)
+    page.select_option("#live-part", "harmless")  # at once: the older toggle is still streaming
+    page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
+    newer = page.locator("#live-run").get_attribute("data-run")
+    assert newer and newer != older
+    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
+
+    # From the server's side: the older run was superseded and its worker stopped computing it.
+    old = site.http.get(f"/api/live/runs/{older}", params={"wait": 5}).json()
+    new = site.http.get(f"/api/live/runs/{newer}").json()
+    assert old["state"] == "superseded", old
+    total = 2 * old["exact"]["n_rounds"] if old["exact"] else None
+    assert old["rounds_computed"] is not None and (total is None or old["rounds_computed"] < total), old
+    assert new["state"] == "done" and new["rounds_computed"] == 2 * new["exact"]["n_rounds"], new
     assert page.js_errors == []

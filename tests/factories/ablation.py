@@ -184,19 +184,22 @@ def ablation_result(services: Services, *, checkpoint: str, regime: Regime, expe
 # -- live toggles ---------------------------------------------------------------------------------------
 def answer_for(request: LiveToggleRequest, n_pairs: int) -> LiveAnswer:
     """The fake worker's answer: each ablated neuron moves the chosen reward by -0.01 (helpful) or -0.02
-    (harmless) and flips one pair in 100; baseline accuracy 0.75."""
+    (harmless) and flips one pair in 100; baseline accuracy 0.75. Mode 'scale' multiplies every shift by
+    (1 − factor): 1 changes nothing, 2 moves the other way."""
     n = request.neurons.size()
+    s = 1.0 - request.factor if request.mode == "scale" else 1.0
     objectives = {}
     for k, o in enumerate(OBJECTIVES):
-        d_chosen = -0.01 * (k + 1) * n
-        d_acc = -min(0.75, 0.01 * n)
+        d_chosen = -0.01 * (k + 1) * n * s
+        d_acc = -min(0.75, 0.01 * n) * s
         base = LiveSummary(mean_chosen=1.0, mean_rejected=0.2, mean_margin=0.8, accuracy=0.75)
         after = LiveSummary(mean_chosen=1.0 + d_chosen, mean_rejected=0.2, mean_margin=0.8 + d_chosen,
                             accuracy=0.75 + d_acc)
         objectives[o.value] = LiveObjectiveAnswer(
             n_pairs=n_pairs, baseline=base, ablated=after,
             delta=LiveDelta(chosen=d_chosen, rejected=0.0, margin=d_chosen, accuracy=d_acc),
-            flips=LiveFlips(to_wrong=round(-d_acc * n_pairs), to_right=0))
+            flips=LiveFlips(to_wrong=round(max(0.0, -d_acc) * n_pairs),
+                            to_right=round(max(0.0, d_acc) * n_pairs)))
     info = LiveAblationInfo(key=hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:16],
                             mode=request.mode, hook_point=HookPoint.down_proj_input, n_neurons=n,
                             layers={str(k): len(v) for k, v in request.neurons.layers.items()},

@@ -165,3 +165,26 @@ def test_opening_the_dashboard_warms_the_view_s_rms_selected_first(world: Simple
     assert 'id="live-warm"' in html and 'data-warmed="3"' in html
     sessions = world.client.get("/api/live/sessions").json()
     assert {s["key"].split(":")[0] for s in sessions} >= set(world.checkpoints.values())
+
+
+def test_a_run_nobody_polls_is_abandoned_and_its_work_stopped(world: SimpleNamespace,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.ablation import runs as runs_module
+
+    monkeypatch.setattr(runs_module, "ABANDON_S", 0.2)
+    ck = world.checkpoints["helpful"]
+    key = next(k for k in world.pool.workers if k.startswith(ck))
+    gated = GatedWorker(world.pool.workers[key].config)
+    gated.gate = threading.Event()
+    world.pool.workers[key] = gated
+    html = world.client.get(f"/ui/live/{ck}", params={"part": "shared", "p": "25", "probe_limit": PROBE}).text
+    rid = re.search(r'data-run="([0-9a-f]+)"', html).group(1)  # type: ignore[union-attr]
+    time.sleep(0.4)  # the page went away: no poll
+    world.client.get("/api/live/runs/" + "f" * 32)  # any later request reaps stale runs
+    deadline = time.monotonic() + 5
+    while rid not in gated.cancels and time.monotonic() < deadline:
+        time.sleep(0.02)
+    gated.gate.set()
+    assert rid in gated.cancels
+    assert _poll_done(world.client, rid)["state"] == "abandoned"
+    world.pool.workers[key] = FakeLiveWorker(gated.config)
