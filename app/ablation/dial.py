@@ -26,8 +26,8 @@ from pydantic import Field
 
 from app.ablation import figures, service
 from app.ablation.live import LivePoolDep
-from app.ablation.pages import POLL_WAIT_S, SHORT_LABELS, LiveRunsDep, live_channel
-from app.ablation.runs import LiveRun, LiveRuns
+from app.ablation.pages import POLL_WAIT_S, SHORT_LABELS
+from app.ablation.runs import LiveRun, LiveRuns, LiveRunsDep, live_channel
 from app.ablation.schemas import Blank, ToggleHow, ToggleWhich
 from app.core.checks import check_checkpoint
 from app.core.db import Checkpoint
@@ -345,7 +345,9 @@ def _render(request: Request, name: str, services: Services, pool: service.LiveP
     """The card or its figure fragment: estimated curves (cached per view), exact points so far, and a poll
     while any of the dial's runs runs."""
     try:
-        curves = estimate_cache(request).get(target.key, lambda: estimate_curves(services, pool, target, v))
+        sets = json.dumps({k: n.as_json() for k, n in target.sets.items()}, sort_keys=True)  # a re-capture moves them
+        curves = estimate_cache(request).get(f"{target.key}:{hashlib.sha256(sets.encode()).hexdigest()[:16]}",
+                                             lambda: estimate_curves(services, pool, target, v))
         estimate_error = None
     except AppError as exc:  # no estimate: the exact points still come
         curves, estimate_error = {}, exc.message

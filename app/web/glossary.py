@@ -48,6 +48,15 @@ TERMS: tuple[tuple[str, str, str], ...] = (
      "exact Δ margin and Δ accuracy, their mean absolute error beside the mean |exact| shift, the same by set size "
      "and by layers spanned, and the sets the estimate missed most. Cancelled and superseded toggles and empty "
      "sets are left out."),
+    ("live-control", "random control (live toggles)",
+     "Beside each live toggle, a random set with the same number of neurons in each layer as the toggled set, drawn "
+     "from that layer's other neurons (seeded by the set, so the same set always gets the same control), ablated "
+     "the same way: its Δ is what a set of that size and layout does by chance. Its estimate shows at once, its "
+     "exact answer streams after the set's."),
+    ("live-ci", "running CI (live toggles)",
+     "The exact answer of a live toggle streams in rounds of probe pairs (8 per objective a round, in a seeded "
+     "random order); after each round the Δ over the pairs done so far is shown with a 95% percentile bootstrap "
+     "interval over those pairs: an interval for the mean over the test split the probe pairs sample."),
 )
 
 

@@ -71,6 +71,15 @@ def _fake_shift(neurons: dict[str, list[int]], factor: float) -> float:
     return 100 * -min(0.75, 0.01 * n) * (1 - factor)
 
 
+def _streams(worker: FakeLiveWorker, n: int, timeout: float = 5.0) -> list[LiveStreamRequest]:
+    """The worker's stream requests once there are `n` (a run's thread sends its request just after start)."""
+    deadline = time.monotonic() + timeout
+    while len(worker.streams) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(worker.streams) == n, worker.streams
+    return list(worker.streams)
+
+
 def _poll_until_done(world: SimpleNamespace, html: str, client: TestClient | None = None,
                      headers: dict[str, str] | None = None) -> str:
     """Follow the fragment's own long poll, as htmx would, until it stops polling."""
@@ -114,8 +123,7 @@ def test_moving_the_slider_starts_three_scale_runs_and_polling_ends_with_exact_p
     before = len(worker.streams)
     r = world.client.get("/ui/live/dial/points", params={**VIEW, "factor": "0.5"})
     assert r.status_code == 200, r.text
-    new = worker.streams[before:]
-    assert len(new) == 3
+    new = _streams(worker, before + 3)[before:]
     assert all(s.mode == AblationMode.scale and s.factor == 0.5 and not s.control for s in new)
     assert sorted(json.dumps(s.neurons.as_json(), sort_keys=True) for s in new) == sorted(
         json.dumps(world.sets[p], sort_keys=True) for p in PARTS)
@@ -164,11 +172,11 @@ def test_a_second_factor_supersedes_only_per_set(world: SimpleNamespace) -> None
                                   params={"part": "shared", "p": "25", "probe_limit": PROBE}).json()["id"]
         first = world.client.get("/ui/live/dial/points", params={**VIEW, "factor": "0.25"})
         assert first.status_code == 200 and 'data-running="1"' in first.text
-        old = [s.id for s in gated.streams[1:]]
+        old = [s.id for s in _streams(gated, 4) if s.mode == AblationMode.scale and s.factor == 0.25]
         assert len(old) == 3 and not gated.cancels  # three sets running side by side: none superseded another
         world.client.get("/ui/live/dial/points", params={**VIEW, "factor": "0.75"})
-        new = [s.id for s in gated.streams[4:]]
-        assert len(new) == 3 and all(s.factor == 0.75 for s in gated.streams[4:])
+        new = [s.id for s in _streams(gated, 7) if s.mode == AblationMode.scale and s.factor == 0.75]
+        assert len(new) == 3
         deadline = time.monotonic() + 5
         while set(gated.cancels) != set(old) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -179,7 +187,7 @@ def test_a_second_factor_supersedes_only_per_set(world: SimpleNamespace) -> None
                                                         params={**VIEW, "factor": "0.75"}).text)
         rows = re.findall(r'<tr data-part="(\w+)" data-factor="([\d.]+)" data-final="1"', html)
         assert {(p, "0.75") for p in PARTS} <= set(rows) and not {r for r in rows if r[1] == "0.25"}
-        assert 'id="dial-stopped"' in html
+        assert 'id="dial-stopped"' in html and not set(new) & set(gated.cancels)
     finally:
         gated.gate.set()
         world.pool.workers[key] = plain
