@@ -9,10 +9,11 @@ toggles interactive. Two threads:
   at a time (streams round by round, asking before every batch whether the request was cancelled).
 
 Start-up order, for the first answer a user sees: the estimator table is looked up in the artifact store
-before torch is even imported (an earlier session of the same RM, probe set and worker code built it), so a
-cached estimate answers in about a second; then the model is loaded and the session records its prefix
-states (`LiveReady`); then, if it was not cached, the estimator is built (one forward and backward pass over
-the probe set) and written to the store for the next session.
+before torch is even imported, so a cached estimate answers in about a second. The capture job leaves one for
+the default probe set (`prepare_table`), and every session that builds one stores it, keyed by the RM, the
+probe texts, the settings and the worker code. Then the model is loaded and the session records its prefix
+states; if the table was not cached it is built now (one forward and backward pass over the probe set) and
+stored; then `LiveReady`: a ready worker answers both estimates and exact toggles.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _error(exc: Exception, rid: str | None = None) -> LiveError:
 class Probe:
     """The probe pairs by objective, and the means, as the config names them (no torch needed)."""
 
-    def __init__(self, config: LiveSessionConfig, store: ArtifactStore) -> None:
+    def __init__(self, config: LiveSessionConfig, store: ArtifactStore, with_means: bool = True) -> None:
         import numpy as np
 
         from workers.data.loaders import load_dataset
@@ -82,7 +83,7 @@ class Probe:
         for p in load_dataset(config.probe, store=store):
             self.by_objective.setdefault(p.objective, []).append(p)
         self.means = None
-        if config.means is not None:
+        if config.means is not None and with_means:
             with np.load(io.BytesIO(store.read_bytes(key_of(config.means)))) as data:
                 self.means = data["means"]
         h = hashlib.sha256()
@@ -95,11 +96,32 @@ class Probe:
 
 
 def table_key(config: LiveSessionConfig, probe: Probe) -> str:
-    """Where a session's estimator table is kept: a hash of the RM, the probe texts, the settings, the means
-    and the worker code, so a table is only ever reused for exactly what built it."""
+    """Where a session's estimator table is kept: a hash of the RM, the probe texts, the settings and the
+    worker code, so a table is only ever reused for exactly what built it. (The means that mode 'mean' fills
+    with are the session's, set on the table when it is loaded: they are not part of what the table stores.)"""
     spec = json.dumps({"checkpoint": config.checkpoint, "texts": probe.texts_sha, "max_length": config.max_length,
-                       "hook": str(config.hook), "means": config.means, "code": code_version()}, sort_keys=True)
+                       "hook": str(config.hook), "code": code_version()}, sort_keys=True)
     return f"estimates/{hashlib.sha256(spec.encode()).hexdigest()[:32]}.npz"
+
+
+def prepare_table(store: ArtifactStore, checkpoint: str, loaded: Any, hook: Any,
+                  probe_limit: int | None = None) -> tuple[str, bool]:
+    """Build and store the estimator table of a loaded RM on the default live probe set, unless stored
+    already; (its key, whether it was built now). The capture job calls it, so the dashboard's first
+    estimate never waits for a build."""
+    from workers.ablation.estimate import FirstOrderEstimate
+    from workers.contract.live import DEFAULT_PROBE_PAIRS, default_probe
+
+    config = LiveSessionConfig(store_url=store.url, checkpoint=checkpoint,
+                               probe=default_probe(probe_limit or DEFAULT_PROBE_PAIRS), hook=hook)
+    probe = Probe(config, store, with_means=False)
+    key = table_key(config, probe)
+    if store.exists(key):
+        return key, False
+    table = FirstOrderEstimate(loaded, probe.by_objective, config.max_length, hook_point=config.hook).table()
+    table.means = None
+    store.write_bytes(key, table.to_bytes())
+    return key, True
 
 
 def open_session(config: LiveSessionConfig, probe: Probe, store: ArtifactStore) -> Any:
@@ -123,13 +145,17 @@ class Estimates:
         self.failed: str | None = None
         self._answered_once = False
 
-    def load(self, store: ArtifactStore, key: str) -> bool:
+    def load(self, store: ArtifactStore, key: str, means: Any) -> bool:
         from workers.ablation.estimate_table import EstimateTable
 
         try:
             if not store.exists(key):
                 return False
-            self.table = EstimateTable.from_bytes(store.read_bytes(key))
+            table = EstimateTable.from_bytes(store.read_bytes(key))
+            table.means = None if means is None else means.astype("float64")
+            if table.means is not None and table.means.shape != (table.n_layers, table.n_neurons):
+                raise ValueError(f"means of shape {table.means.shape} for a {table.n_layers}×{table.n_neurons} RM")
+            self.table = table
         except Exception:  # a damaged table is rebuilt, never trusted
             traceback.print_exc()
             return False
@@ -143,7 +169,10 @@ class Estimates:
         try:
             self.table = FirstOrderEstimate.from_session(session).table()
             try:
-                store.write_bytes(key, self.table.to_bytes())
+                means, self.table.means = self.table.means, None
+                data = self.table.to_bytes()
+                self.table.means = means
+                store.write_bytes(key, data)
             except Exception:  # a read-only store only costs the next session the build
                 traceback.print_exc()
         except Exception as exc:
@@ -250,6 +279,8 @@ def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: Artifac
     try:
         probe = probe_box[0]
         session = open_session(config, probe, store)
+        if not estimates.ready.is_set():  # before LiveReady: a ready worker answers estimates at once
+            estimates.build(session, store, table_key(config, probe))
         info = session.info()
         info["estimator_cached"] = estimates.cached
         out.send(LiveReady.model_validate(info))
@@ -259,8 +290,6 @@ def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: Artifac
         estimates.failed = estimates.failed or f"the session could not start: {exc}"
         estimates.ready.set()
         return
-    if not estimates.ready.is_set():
-        estimates.build(session, store, table_key(config, probe))
     while True:
         item = streams.queue.get()
         if item is None:
@@ -298,7 +327,7 @@ def main() -> int:
         config = LiveSessionConfig.model_validate_json(first)
         store = ArtifactStore(config.store_url)
         probe = Probe(config, store)
-        estimates.load(store, table_key(config, probe))
+        estimates.load(store, table_key(config, probe), probe.means)
     except Exception as exc:
         traceback.print_exc()
         out.send(_error(exc))

@@ -128,9 +128,12 @@ def neuron_panel(request: Request, v: Annotated[NeuronPanelView, Query()], servi
     ck = v.ck or service.default_checkpoint(captured, 0)
     neurons_json = json.dumps({str(v.layer): [v.index]})
     toggle = {"neurons": neurons_json, "mode": v.mode, "factor": _g(v.factor), "probe_limit": v.probe_limit}
+    seed = next((int(r["seed"]) for r in captured if str(r["checkpoint"]) == ck), 0)
     return _page(request, "_neuron_panel.html", model=v.model, layer=v.layer, index=v.index, hook=v.hook,
                  captures=captured, ck=ck, neurons_json=neurons_json, toggle=toggle, modes=MODES,
-                 autorun=f"/ui/live/{ck}?" + urlencode(toggle) if v.ck else None)
+                 autorun=f"/ui/live/{ck}?" + urlencode(toggle) if v.ck else None,
+                 warm_url="/ui/live/warm?" + urlencode({"base_model": v.model, "seed": seed, "ck": ck, "hook": v.hook,
+                                                        "probe_limit": v.probe_limit}))
 
 
 def _describe(v: LiveView) -> tuple[str, str]:

@@ -80,6 +80,7 @@ class LiveRun:
     control_ms: float | None = None
     total_ms: float | None = None
     rounds_computed: int | None = None
+    ended: bool = False  # the worker confirmed the end (rounds_computed is final)
     error: str | None = None
     version: int = 0
     last_seen: float = field(default_factory=time.monotonic)
@@ -101,9 +102,9 @@ class LiveRun:
         self.cond.notify_all()
 
     def wait(self, since: int, timeout: float) -> None:
-        """Until the run changes after version `since`, it finishes, or `timeout` passes."""
+        """Until the run changes after version `since`, it has ended (its worker confirmed), or `timeout`."""
         with self.cond:
-            self.cond.wait_for(lambda: self.version > since or self.finished, timeout)
+            self.cond.wait_for(lambda: self.version > since or (self.finished and self.ended), timeout)
 
     def wait_estimate(self, timeout: float) -> None:
         with self.cond:
@@ -218,14 +219,14 @@ class LiveRuns:
                             else:
                                 run.control_ms = run.since_ms()
                     elif isinstance(msg, LiveStreamEnd):
-                        run.rounds_computed = msg.rounds_computed
+                        run.rounds_computed, run.ended = msg.rounds_computed, True
                         run.total_ms = run.since_ms()
                         if not run.finished:
                             run.state = "done" if msg.end == "done" else "cancelled"
                     run.changed()
         except AppError as exc:
             with run.cond:
-                run.error = exc.message
+                run.error, run.ended = exc.message, True
                 if not run.finished:
                     run.state = "failed"
                 run.changed()
@@ -269,7 +270,7 @@ def run_out(run: LiveRun) -> LiveRunOut:
         return LiveRunOut(id=run.id, state=run.state, version=run.version, checkpoint=m["checkpoint"],
                           n_neurons=m["n_neurons"], neurons=m["neurons"], mode=m["mode"], factor=m["factor"],
                           estimate=run.estimate, exact=run.rounds.get("set"), control=run.rounds.get("control"),
-                          rounds_computed=run.rounds_computed, timings=run.timings(),
+                          rounds_computed=run.rounds_computed, ended=run.ended, timings=run.timings(),
                           worker_was_ready=run.worker_was_ready, error=run.error, estimate_error=run.estimate_error)
 
 

@@ -175,6 +175,8 @@ class LiveRunOut(BaseModel):
     control: LiveRound | None = Field(None, description="the layer-matched random control's latest round")
     rounds_computed: int | None = Field(None, description="rounds of exact work the worker ran (set and control), "
                                                           "known once the run ended")
+    ended: bool = Field(False, description="the worker confirmed the end (a stopped run's state changes at "
+                                           "once; its worker stops before its next batch)")
     timings: dict[str, float | None]
     worker_was_ready: bool
     error: str | None = None

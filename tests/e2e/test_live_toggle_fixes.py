@@ -226,9 +226,9 @@ def test_a_superseded_toggle_stops_its_work_on_the_server(page, site) -> None:  
     page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
 
     # From the server's side: the older run was superseded and its worker stopped computing it.
-    old = site.http.get(f"/api/live/runs/{older}", params={"wait": 5}).json()
+    old = site.http.get(f"/api/live/runs/{older}").json()
     new = site.http.get(f"/api/live/runs/{newer}").json()
-    assert old["state"] == "superseded", old
+    assert old["state"] == "superseded" and old["ended"], old
     total = 2 * old["exact"]["n_rounds"] if old["exact"] else None
     assert old["rounds_computed"] is not None and (total is None or old["rounds_computed"] < total), old
     assert new["state"] == "done" and new["rounds_computed"] == 2 * new["exact"]["n_rounds"], new

@@ -50,6 +50,23 @@ def _token_windows(loaded: Any, texts: dict[str, str], examples: list[dict[str, 
             ex["text_after"] = tok.decode(ids[pos + 1:pos + 9])
 
 
+def _prepare_live_table(job: JobIO, checkpoint: str, rm: Any, hook: Any) -> dict[str, Any]:
+    """The live estimator table on the default probe set (`workers.live.prepare_table`), so no dashboard
+    waits for its build; a failure here costs only that wait later, never the capture."""
+    import time
+    import traceback
+
+    from workers.live import prepare_table
+
+    started = time.perf_counter()
+    try:
+        key, built = prepare_table(job.store, checkpoint, rm, hook)
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"key": key, "built": built, "seconds": round(time.perf_counter() - started, 3)}
+
+
 def run(job: JobIO, progress: Progress) -> ResultManifest:
     from workers.models.registry import load_base_model, load_reward_model
     from workers.neurons.capture import capture_statistics
@@ -92,10 +109,12 @@ def run(job: JobIO, progress: Progress) -> ResultManifest:
         ex["pair_id"] = ex.pop("text_id").rsplit("/", 1)[0]
         ex["checkpoint"] = params.checkpoint
         ex.pop("token_id", None)
+    progress.update(0.95, "preparing this RM's live estimator (the dashboard's instant estimates)", force=True)
+    live_table = _prepare_live_table(job, params.checkpoint, rm, params.hook)
     tables = [job.write_table(NeuronStatRow, stats)]
     if examples:
         tables.append(job.write_table(NeuronExampleRow, examples))
     summary = {"checkpoint": params.checkpoint, "regime": meta["regime"], "base_model": base_name,
                "hook": params.hook, "n_pairs": len(pairs), "groups": {g: len(t) for g, t in groups.items()},
-               "n_neuron_rows": len(stats)}
+               "n_neuron_rows": len(stats), "live_estimator": live_table}
     return job.manifest(tables, summary)

@@ -40,7 +40,7 @@ def _poll_done(client: Any, rid: str, timeout: float = 10.0) -> dict[str, Any]:
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         body = client.get(f"/api/live/runs/{rid}", params={"wait": 1, "since": body.get("version", -1)}).json()
-        if body["state"] != "running":
+        if body["state"] != "running" and body["ended"]:
             return body
     raise AssertionError(f"run {rid} still running: {body}")
 
