@@ -69,9 +69,12 @@ def test_toggle_share_and_read_only_refusal(browser, page, site) -> None:  # typ
     assert "shared" in page.locator("#shift-what").inner_text()
     before = _shift_data(page)
 
-    # Toggle H (the helpful RM's set) off.
+    # Toggle H (the helpful RM's set) off: a new run replaces the default one.
+    default_run = page.locator("#live-run").get_attribute("data-run")
     page.select_option("#live-part", "helpful")
-    page.locator("#live-shift:has-text('helpful')").wait_for(timeout=WORKER_START_MS)
+    page.wait_for_function("(old) => { var r = document.getElementById('live-run');"
+                           " return r && r.dataset.run !== old && r.dataset.state === 'done'; }",
+                           arg=default_run, timeout=WORKER_START_MS)
     _wait_shift(page)
     first = _shift_data(page)
     assert first != before and '"helpful objective"' in first

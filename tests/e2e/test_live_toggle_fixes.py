@@ -59,14 +59,22 @@ def _count_history_saves(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def _mark_stale(page) -> None:  # type: ignore[no-untyped-def]
-    page.evaluate("() => { var s = document.getElementById('live-shift'); if (s) s.dataset.stale = '1'; }")
+    """Remember the run on the page now: the next result is another run (its polls re-swap the old one)."""
+    page.evaluate("() => { var r = document.getElementById('live-run'); window.staleRun = r ? r.dataset.run : ''; }")
+
+
+def _wait_new_run(page, state: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Until the page shows a run other than the one marked stale (in `state`, if given); its id."""
+    page.wait_for_function("(state) => { var r = document.getElementById('live-run');"
+                           " return r && r.dataset.run !== window.staleRun && (!state || r.dataset.state === state); }",
+                           arg=state, timeout=WORKER_START_MS)
+    return str(page.locator("#live-run").get_attribute("data-run"))
 
 
 def _wait_new_result(page) -> None:  # type: ignore[no-untyped-def]
     """Wait for a fresh result, its exact rounds streamed to the end (and its control's), settled by htmx,
     its chart drawn."""
-    page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
-    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
+    _wait_new_run(page, "done")
     page.wait_for_function("() => !document.getElementById('live-result').classList.contains('htmx-settling')")
     _wait_shift(page)
     page.wait_for_timeout(100)  # anything htmx or Plotly still does after settling has happened
@@ -212,18 +220,14 @@ def test_a_superseded_toggle_stops_its_work_on_the_server(page, site) -> None:  
     seen = _watch(page)
     page.goto(site.url + f"/models/{MODEL}/dashboard?p=50&stat=A&seed=0&probe_limit={BIG_PROBE}")
     _settle_autorun(page, seen)  # the RM's worker for this probe size is warm from here on
-    first_run = page.locator("#live-run").get_attribute("data-run")
     _mark_stale(page)
     page.select_option("#live-part", "helpful")
-    page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
-    older = page.locator("#live-run").get_attribute("data-run")
-    assert older and older != first_run
+    older = _wait_new_run(page)
     _mark_stale(page)
     page.select_option("#live-part", "harmless")  # at once: the older toggle is still streaming
-    page.locator("#live-shift:not([data-stale])").wait_for(timeout=WORKER_START_MS)
-    newer = page.locator("#live-run").get_attribute("data-run")
-    assert newer and newer != older
-    page.locator("#live-run[data-state='done']").wait_for(timeout=WORKER_START_MS)
+    newer = _wait_new_run(page)
+    assert newer != older
+    _wait_new_run(page, "done")
 
     # From the server's side: the older run was superseded and its worker stopped computing it.
     old = site.http.get(f"/api/live/runs/{older}").json()
