@@ -88,6 +88,7 @@ class LiveWorker:
         self._ready = threading.Event()
         self._write_lock = threading.Lock()
         self._waiters: dict[str, queue.Queue[WorkerMessage | None]] = {}
+        self._streams: set[str] = set()  # ids of streamed toggles in flight
         self._waiters_lock = threading.Lock()
         self.send(config)
         threading.Thread(target=self._read, daemon=True, name=f"live-reader-{self.proc.pid}").start()
@@ -170,6 +171,16 @@ class LiveWorker:
             raise Invalid(f"live ablation worker could not start: {self.start_error}")
         return self.info
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no streamed toggle is in flight on this worker (or `timeout`); whether it is idle."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._waiters_lock:
+                if not self._streams:
+                    return True
+            time.sleep(0.1)
+        return False
+
     @property
     def startup_s(self) -> float | None:
         return None if self.ready_at is None else self.ready_at - self.spawned_at
@@ -213,14 +224,20 @@ class LiveWorker:
     def stream(self, request: LiveStreamRequest, timeout: float = 600.0) -> Iterator[LiveRound | LiveStreamEnd]:
         """The rounds of a streamed exact toggle, ending with its `LiveStreamEnd`."""
         with self._expect(request.id) as box:
-            self.send(request)
-            while True:
-                msg = self._next(box, timeout)
-                if not isinstance(msg, LiveRound | LiveStreamEnd):
-                    raise BadGateway(f"live ablation worker answered a stream with {type(msg).__name__}")
-                yield msg
-                if isinstance(msg, LiveStreamEnd):
-                    return
+            with self._waiters_lock:
+                self._streams.add(request.id)
+            try:
+                self.send(request)
+                while True:
+                    msg = self._next(box, timeout)
+                    if not isinstance(msg, LiveRound | LiveStreamEnd):
+                        raise BadGateway(f"live ablation worker answered a stream with {type(msg).__name__}")
+                    yield msg
+                    if isinstance(msg, LiveStreamEnd):
+                        return
+            finally:
+                with self._waiters_lock:
+                    self._streams.discard(request.id)
 
     def cancel(self, rid: str) -> None:
         """Stop a stream before its next batch (a no-op when it has ended or the worker is gone)."""

@@ -88,6 +88,8 @@ class LiveWorkerLike(Protocol):
 
     def wait_ready(self, timeout: float | None = None) -> Any: ...
 
+    def wait_idle(self, timeout: float) -> bool: ...
+
     def estimate(self, request: LiveEstimateRequest, timeout: float = ...) -> tuple[LiveEstimateAnswer, float]: ...
 
 
@@ -290,12 +292,16 @@ def start_live_run(*, store: StatsStore, settings: Settings, pool: LivePoolLike,
     return runs.start(worker=worker, request=request, channel=channel, meta=meta, watched=watched)
 
 
+WARM_IDLE_WAIT_S = 60.0
+"""How long warming the next RM waits for the previous worker's toggle in flight (then it starts anyway)."""
+
+
 def warm_view(*, store: StatsStore, db: Database, settings: Settings, pool: LivePoolLike, base_model: str, seed: int,
               first: str | None, how: ToggleHow, hook: HookPoint) -> list[str]:
     """Warm the live workers of a view's helpful, harmless and mixed RMs of `seed`, the checkpoint `first`
     first: it is started now, the others in the background one at a time, each once the one before is ready
-    (two cores starting three models at once would slow the one the user is waiting for). Returns the
-    checkpoints warmed, in order."""
+    and has finished the toggle it was asked for (two cores loading models while the user waits for an exact
+    answer would slow the answer). Returns the checkpoints warmed, in order."""
     captured = captures(store=store, db=db, base_model=base_model, hook=hook)
     ids = [str(r["checkpoint"]) for r in captured if r["seed"] == seed][:3]
     if first in {str(r["checkpoint"]) for r in captured}:
@@ -318,6 +324,7 @@ def warm_view(*, store: StatsStore, db: Database, settings: Settings, pool: Live
             if before is not None:
                 with contextlib.suppress(AppError):
                     before.wait_ready()
+                    before.wait_idle(WARM_IDLE_WAIT_S)
             before = warm(ck_id)
 
     if ids:

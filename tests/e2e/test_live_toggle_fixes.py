@@ -237,3 +237,27 @@ def test_a_superseded_toggle_stops_its_work_on_the_server(page, site) -> None:  
     assert old["rounds_computed"] is not None and (total is None or old["rounds_computed"] < total), old
     assert new["state"] == "done" and new["rounds_computed"] == 2 * new["exact"]["n_rounds"], new
     assert page.js_errors == []
+
+
+def test_the_tension_dial_draws_estimates_then_exact_points(page, site) -> None:  # type: ignore[no-untyped-def]
+    seen = _watch(page)
+    page.goto(site.url + DASHBOARD)
+    _settle_autorun(page, seen)
+    page.click("#dial-open")
+    page.locator("#plot-dial[data-rendered='1'] .main-svg").first.wait_for(timeout=WORKER_START_MS)
+    traces = page.evaluate("document.getElementById('plot-dial').data.map(function (t) {"
+                           " return {meta: t.meta, n: (t.x || []).length}; })")
+    estimated = [t for t in traces if t["meta"] and t["meta"].get("kind") == "estimate"]
+    assert any(t["n"] == 9 for t in estimated), traces  # a set's curve through 0, 0.25, ..., 2
+    # Move the slider to 0 (the sets ablated): exact points arrive, round by round, then the poll stops.
+    page.locator("#dial-factor").fill("0")
+    page.locator("#dial-factor").dispatch_event("change")
+    page.locator("#dial-points[data-factor='0'][data-running='0']").wait_for(timeout=WORKER_START_MS)
+    rows = page.locator("#dial-table tr[data-factor='0'][data-final='1']")
+    assert rows.count() >= 1
+    page.locator("#plot-dial[data-rendered='1'] .main-svg").first.wait_for(timeout=10_000)
+    exact = page.evaluate("document.getElementById('plot-dial').data.filter(function (t) {"
+                          " return t.meta && t.meta.kind === 'exact'; }).reduce(function (n, t) {"
+                          " return n + t.x.length; }, 0)")
+    assert exact == rows.count()  # one drawn point per exact row
+    assert page.js_errors == []

@@ -225,6 +225,9 @@ class FakeLiveWorker:
     def wait_ready(self, timeout: float | None = None) -> None:
         return None
 
+    def wait_idle(self, timeout: float) -> bool:
+        return True
+
     def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer:
         self.requests.append(request)
         return LiveTimedAnswer(answer=answer_for(request, self.config.probe.limit or 64), roundtrip_ms=15.0)
