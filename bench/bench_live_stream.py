@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             layers = int(cks[0].get("n_layers", 6))
             rows = warm_toggles(srv.url, cks, layers)
             agreement = httpx.get(f"{srv.url}/api/live/agreement", timeout=60).json()
+            agreement.pop("points", None)  # one per set and objective: the page draws them; the file keeps the summary
         forward = {c["checkpoint"]: plain_forward_s(data, c["checkpoint"]) for c in cks}
     finally:
         shutil.rmtree(work, ignore_errors=True)

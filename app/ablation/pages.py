@@ -1,8 +1,10 @@
 """Ablation pages and htmx partials: live toggles on the dashboard and neuron pages, result pages.
 
-A toggle is a GET (allowed through read-only share links): `/ui/live/{checkpoint}?part=...` answers a
-partial with the per-objective shift. Its state is pushed into the page URL (`HX-Push-Url`, built from the
-page's own URL), so reloading or sharing the page reproduces the toggle; the panels carry
+A toggle is a GET (allowed through read-only share links): `/ui/live/{checkpoint}?part=...` starts a live
+run (`app.ablation.runs`) and answers a partial with its first-order estimate; the partial then long-polls
+`/ui/live/runs/{id}` while the exact rounds, and then the random control's, stream in. The toggle's state
+is pushed into the page URL (`HX-Push-Url`, built from the page's own URL), so reloading or sharing the
+page reproduces the toggle; the panels carry
 `hx-history="false"`, so htmx takes no snapshot of the (large) page for its history cache on a toggle.
 Queueing the exact full-test evaluation is a POST (refused through share links). Figures are dict specs
 embedded as JSON.

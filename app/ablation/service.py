@@ -28,7 +28,6 @@ from app.ablation.schemas import (
     AblationResult,
     AblationRunSummary,
     LiveEstimateOut,
-    LiveToggleAnswer,
     ToggleHow,
     ToggleWhich,
 )
@@ -45,7 +44,6 @@ from workers.contract.live import (
     LiveEstimateRequest,
     LiveSessionConfig,
     LiveStreamRequest,
-    LiveToggleRequest,
     default_probe,
 )
 from workers.contract.vocab import (
@@ -65,7 +63,6 @@ from workers.contract.vocab import (
 from workers.neurons import selection as sel
 
 if TYPE_CHECKING:
-    from app.ablation.live import LiveTimedAnswer
     from app.ablation.runs import LiveRun, LiveRuns
     from app.core.services import Services
 
@@ -79,8 +76,6 @@ class LiveWorkerLike(Protocol):
 
     @property
     def startup_s(self) -> float | None: ...
-
-    def toggle(self, request: LiveToggleRequest) -> LiveTimedAnswer: ...
 
     def stream(self, request: LiveStreamRequest, timeout: float = ...) -> Any: ...
 
@@ -265,16 +260,6 @@ def _live_worker(*, store: StatsStore, settings: Settings, pool: LivePoolLike, c
     return pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
                     lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
                                         means=means, hook=hook))
-
-
-def live_toggle(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
-                chosen: NeuronIndexSet, how: ToggleHow, hook: HookPoint = HookPoint.down_proj_input,
-                path: LivePath = LivePath.fast) -> LiveToggleAnswer:
-    """Switch `chosen` off in the checkpoint's warm live worker; the per-objective shift on the probe pairs."""
-    worker = _live_worker(store=store, settings=settings, pool=pool, checkpoint=checkpoint, how=how, hook=hook)
-    timed = worker.toggle(LiveToggleRequest(neurons=chosen, mode=how.mode, factor=how.factor, path=path))
-    return LiveToggleAnswer(**dict(timed.answer), roundtrip_ms=timed.roundtrip_ms, n_neurons=chosen.size(),
-                            neurons=chosen.as_json())
 
 
 def start_live_run(*, store: StatsStore, settings: Settings, pool: LivePoolLike, runs: LiveRuns,
