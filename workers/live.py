@@ -143,7 +143,6 @@ class Estimates:
         self.cached = False
         self.ready = threading.Event()
         self.failed: str | None = None
-        self._answered_once = False
 
     def load(self, store: ArtifactStore, key: str, means: Any) -> bool:
         from workers.ablation.estimate_table import EstimateTable
@@ -180,14 +179,16 @@ class Estimates:
             self.failed = f"{type(exc).__name__}: {exc}"
         self.ready.set()
 
-    def answer(self, req: LiveEstimateRequest) -> LiveEstimateAnswer:
+    def answer(self, req: LiveEstimateRequest, waited: bool = False) -> LiveEstimateAnswer:
+        """The estimate of one request; `waited`: it arrived before the table was ready (so it paid for the
+        build, which `built_now` then says)."""
         from workers.ablation.live_stats import control_seed, layer_matched_control
 
         started = time.perf_counter()
         if self.failed is not None:
             raise RuntimeError(f"the estimator could not be built: {self.failed}")
         table = self.table
-        built_now, self._answered_once = not self._answered_once and not self.cached, True
+        built_now = waited and not self.cached
         layers = req.neurons.layers
 
         def summary(layers: dict[int, list[int]]) -> dict[str, Any]:
@@ -308,10 +309,10 @@ def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: Artifac
             out.send(_error(exc, req.id))
 
 
-def _answer_estimate(estimates: Estimates, req: LiveEstimateRequest, out: Output) -> None:
+def _answer_estimate(estimates: Estimates, req: LiveEstimateRequest, out: Output, waited: bool = False) -> None:
     estimates.ready.wait()
     try:
-        out.send(estimates.answer(req))
+        out.send(estimates.answer(req, waited))
     except Exception as exc:
         out.send(_error(exc, req.id))
 
@@ -347,7 +348,7 @@ def main() -> int:
                 if estimates.ready.is_set():
                     _answer_estimate(estimates, req, out)
                 else:  # wait for the build without holding up cancels and other estimates
-                    threading.Thread(target=_answer_estimate, args=(estimates, req, out), daemon=True).start()
+                    threading.Thread(target=_answer_estimate, args=(estimates, req, out, True), daemon=True).start()
             elif isinstance(raw, dict) and raw.get("stream") is True:
                 streams.queue.put((time.perf_counter(), LiveStreamRequest.model_validate(raw)))
             else:
