@@ -23,7 +23,13 @@ class Settings(BaseSettings):
     artifact_store: str | None = Field(
         None, description="fsspec URL of the artifact store workers read and write (default: artifact_dir)")
     executor: ExecutorName = ExecutorName.local
-    ray_address: str | None = None
+    ray_address: str = Field("http://127.0.0.1:8265",
+                             description="the Ray dashboard's HTTP address (Jobs API) when the executor is ray")
+    ray_python: str | None = Field(None, description="interpreter on the Ray nodes; default this one (the project's "
+                                                     "code must be at the same path on every node)")
+    ray_resources: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description='per job kind, the Ray resources one job asks for, e.g. '
+                                          '{"capture": {"GPU": 1}, "*": {"CPU": 1}}; default CPU 1')
     concurrency: int = Field(1, ge=1, le=64)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -59,8 +65,8 @@ class Settings(BaseSettings):
     @field_validator("executor")
     @classmethod
     def _implemented(cls, v: ExecutorName) -> ExecutorName:
-        if v != ExecutorName.local:
-            raise ValueError(f"executor {v.value!r} is not implemented yet; use 'local'")
+        if v not in (ExecutorName.local, ExecutorName.ray):
+            raise ValueError(f"executor {v.value!r} is not implemented yet; use 'local' or 'ray'")
         return v
 
     @field_validator("allowed_hosts", "data_roots", mode="before")

@@ -22,6 +22,7 @@ class ExitInfo:
 
 class JobHandle(Protocol):
     pid: int | None
+    waiting: bool  # started but not yet placed by the executor (e.g. a Ray job PENDING): no heartbeat expected
 
     def poll(self) -> ExitInfo | None:
         """None while running; the exit once finished."""
@@ -35,8 +36,12 @@ class Executor(Protocol):
     def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> JobHandle:
         """Run `python -m workers SPEC_URL` somewhere; the spec names the store the worker writes to."""
 
-    def adopt(self, pid: int) -> JobHandle | None:
-        """Re-attach to a worker started before an API restart, if it is still alive."""
+    def adopt(self, job_id: str, pid: int | None, log_path: Path) -> JobHandle | None:
+        """Re-attach to the worker of `job_id` (started before an API restart, with the pid stored then),
+        if the executor still knows it."""
+
+    def check(self, kind: str) -> None:
+        """Raise ValueError when a job of this kind can never be placed (checked at submission and start)."""
 
 
 def _signal_name(rc: int) -> str:
@@ -55,6 +60,8 @@ def describe_exit(rc: int | None) -> str:
 
 
 class LocalHandle:
+    waiting = False
+
     def __init__(self, popen: subprocess.Popen[bytes] | None, pid: int) -> None:
         self.popen = popen
         self.pid: int | None = pid
@@ -131,11 +138,20 @@ class LocalExecutor:
             log.close()
         return LocalHandle(popen, popen.pid)
 
-    def adopt(self, pid: int) -> LocalHandle | None:
-        return LocalHandle(None, pid) if _pid_alive(pid) else None
+    def adopt(self, job_id: str, pid: int | None, log_path: Path) -> LocalHandle | None:
+        return LocalHandle(None, pid) if pid and _pid_alive(pid) else None
+
+    def check(self, kind: str) -> None:
+        """Every kind runs here."""
 
 
-def make_executor(name: str, python: str | None = None) -> Executor:
+def make_executor(name: str, python: str | None = None, *, ray_address: str | None = None,
+                  ray_python: str | None = None,
+                  ray_resources: dict[str, dict[str, float]] | None = None) -> Executor:
     if name == "local":
         return LocalExecutor(python)
-    raise ValueError(f"unknown executor {name!r}; available: local")
+    if name == "ray":
+        from app.jobs.ray_executor import RayExecutor  # lazy: `local` deployments never import ray
+
+        return RayExecutor(ray_address or "http://127.0.0.1:8265", ray_python, ray_resources)
+    raise ValueError(f"unknown executor {name!r}; available: local, ray")

@@ -107,6 +107,10 @@ class JobService:
                 ).first()
                 if existing is not None and (existing.status != "succeeded" or self.ctx.store.is_ingested(key)):
                     return existing, True
+            try:  # e.g. a Ray cluster with no node that has the resources this kind asks for
+                self.ctx.executor.check(kind.value)
+            except ValueError as exc:
+                raise Invalid(f"the {self.ctx.executor.name} executor cannot run this job: {exc}") from exc
             job = Job(id=uuid.uuid4().hex[:16], kind=kind.value, params=normal, result_key=key,
                       status="queued", message="queued", metrics={}, executor=self.ctx.executor.name)
             job.output_dir = job_key(job.id)
@@ -251,6 +255,10 @@ class JobService:
                 if progress.heartbeat:
                     row.heartbeat_at = datetime.utcfromtimestamp(progress.heartbeat)
             row.log_tail = _tail(self.log_path(job_id))
+            if handle.waiting:  # queued by the executor (a busy cluster): not a silent worker
+                row.heartbeat_at = utcnow()
+                if progress is None:
+                    row.message = f"waiting for the {self.ctx.executor.name} executor to place the job"
             stale = (row.heartbeat_at is not None and exit_info is None
                      and (utcnow() - row.heartbeat_at).total_seconds() > self.ctx.heartbeat_timeout_s)
         if stale:
@@ -309,7 +317,11 @@ class JobService:
         with self.ctx.db.session() as s:
             running = list(s.scalars(select(Job).where(Job.status == "running")))
         for job in running:
-            handle = self.ctx.executor.adopt(job.pid) if job.pid else None
+            try:
+                handle = self.ctx.executor.adopt(job.id, job.pid, self.log_path(job.id))
+            except Exception:  # an executor that cannot be asked (a cluster down) must not stop start-up
+                log.exception("could not re-attach job %s", job.id)
+                handle = None
             if handle is not None:
                 self._handles[job.id] = handle
                 continue

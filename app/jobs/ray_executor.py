@@ -1,0 +1,229 @@
+"""`ray` executor: each job is a Ray job submitted over HTTP to the cluster's Jobs API.
+
+The API process only talks to the Ray dashboard (`JobSubmissionClient(address)`, plus the state API's
+`/api/v0/nodes` for the placement check); it never calls `ray.init()` and never joins the cluster.
+
+The entry point is the same as the local executor's, `cd <root> && <python> -m workers SPEC_URL`: the
+project's code is assumed present on every worker node at the same path as on the API's machine (in CI:
+the same machine), and `TENSION_RAY_PYTHON` names the interpreter on the nodes (default: this one). The
+worker reads its spec from, and writes its results to, the artifact store named in the spec, so the
+store's URL must be reachable from the nodes.
+
+The Ray job's submission id is derived from our job id (`tension-<job id>`), so re-attaching after an
+API restart needs nothing but the job id. Ray's job logs are copied into the job's log file on each poll,
+so the log tail works as for `local`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.jobs.executor import ExitInfo
+from workers.contract.jobs import JobSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+# Environment the worker gets on top of the node's: the same defaults the local executor sets, and the
+# offline switches when this process has them (a cluster with no hub access would otherwise hang on them).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+# entrypoint_* keywords of submit_job for Ray's predefined resources; anything else is a custom resource.
+_PREDEFINED = {"CPU": "entrypoint_num_cpus", "GPU": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
+
+
+class Unplaceable(ValueError):
+    """No node of the cluster can ever run the job (Ray would keep it PENDING forever)."""
+
+
+def submission_id(job_id: str, attempt: int = 1) -> str:
+    """Ray's id of an attempt of our job: `tension-<job id>`, then `tension-<job id>-<n>` for retries (Ray
+    may still be tearing down a stopped attempt, so an id is never reused)."""
+    return f"tension-{job_id}" if attempt <= 1 else f"tension-{job_id}-{attempt}"
+
+
+def _client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient  # lazy: only a `ray` deployment pays the import
+
+    return JobSubmissionClient(address)
+
+
+class RayHandle:
+    pid: int | None = None  # a Ray job has no pid on this machine
+    waiting = False  # PENDING at the last poll: Ray has not placed it yet (no heartbeat is expected)
+
+    def __init__(self, client: Any, sid: str, log_path: Path) -> None:
+        self.client = client
+        self.sid = sid
+        self.log_path = log_path
+
+    def _copy_logs(self) -> None:
+        with contextlib.suppress(Exception):
+            logs = self.client.get_job_logs(self.sid)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.log_path.write_text(logs)
+
+    def poll(self) -> ExitInfo | None:
+        from ray.job_submission import JobStatus
+
+        try:
+            status = self.client.get_job_status(self.sid)
+        except Exception:  # the dashboard unreachable for a moment: still running (heartbeats decide)
+            return None
+        self._copy_logs()
+        self.waiting = status == JobStatus.PENDING
+        if status in (JobStatus.PENDING, JobStatus.RUNNING):
+            return None
+        if status == JobStatus.SUCCEEDED:
+            return ExitInfo(0, "ray job succeeded")
+        if status == JobStatus.STOPPED:
+            return ExitInfo(-15, "ray job stopped")
+        message = ""
+        with contextlib.suppress(Exception):
+            message = self.client.get_job_info(self.sid).message or ""
+        # Ray's message is one line of its own, then the log's tail (which the log file already holds).
+        first = message.strip().splitlines()[0].rstrip(",:") if message.strip() else ""
+        code = re.search(r"exit code (-?\d+)", first)
+        return ExitInfo(int(code.group(1)) if code else 1,
+                        f"ray job {self.sid} failed" + (f" ({first})" if first else ""))
+
+    def terminate(self, grace_s: float = 5.0) -> None:
+        """Ask Ray to stop the job (SIGTERM to the entry point, SIGKILL after Ray's own grace period)."""
+        with contextlib.suppress(Exception):
+            self.client.stop_job(self.sid)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                if self.client.get_job_status(self.sid).is_terminal():
+                    break
+            except Exception:
+                break
+            time.sleep(0.2)
+        self._copy_logs()
+
+
+class RayExecutor:
+    """Submit `python -m workers SPEC_URL` as a Ray job (see the module docstring for what the nodes need)."""
+
+    name = "ray"
+
+    def __init__(self, address: str, python: str | None = None,
+                 resources: dict[str, dict[str, float]] | None = None) -> None:
+        self.address = address.rstrip("/")
+        self.python = python or _default_python()
+        self.resources = resources or {}
+        self._client_obj: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client_obj is None:
+            self._client_obj = _client(self.address)
+        return self._client_obj
+
+    def request_for(self, kind: str) -> dict[str, float]:
+        """Resources one job of this kind asks for: `*` defaults, then the kind's; CPU 1 unless set."""
+        req: dict[str, float] = {"CPU": 1.0}
+        req.update(self.resources.get("*", {}))
+        req.update(self.resources.get(kind, {}))
+        return {k: float(v) for k, v in req.items() if float(v) > 0}
+
+    def node_resources(self) -> list[dict[str, float]]:
+        """Total resources of each alive node, from the dashboard's state API (HTTP, no `ray.init`)."""
+        r = httpx.get(f"{self.address}/api/v0/nodes", params={"detail": "true", "limit": 10000}, timeout=10)
+        r.raise_for_status()
+        nodes = r.json()["data"]["result"]["result"]
+        return [dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"]
+
+    def check(self, kind: str) -> None:
+        """Raise Unplaceable, naming the missing resource, when no node could ever run a job of this kind."""
+        req = self.request_for(kind)
+        try:
+            nodes = self.node_resources()
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise Unplaceable(f"the Ray cluster at {self.address} could not be asked for its nodes: {exc}") from exc
+        if any(all(n.get(k, 0.0) >= v for k, v in req.items()) for n in nodes):
+            return
+        wanted = ", ".join(f"{k}: {v:g}" for k, v in sorted(req.items()))
+        absent = [k for k, v in sorted(req.items()) if not any(n.get(k, 0.0) >= v for n in nodes)]
+        if absent:
+            offered = max((n.get(absent[0], 0.0) for n in nodes), default=0.0)
+            raise Unplaceable(
+                f"no node of the Ray cluster at {self.address} has {absent[0]!r}: {req[absent[0]]:g} "
+                f"(the most any of its {len(nodes)} alive nodes has is {offered:g}); {kind} jobs ask for {{{wanted}}}"
+                " (TENSION_RAY_RESOURCES)")
+        raise Unplaceable(f"no single node of the Ray cluster at {self.address} has all of {{{wanted}}} "
+                          f"that {kind} jobs ask for (TENSION_RAY_RESOURCES)")
+
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> RayHandle:
+        kind = spec.kind.value if hasattr(spec.kind, "value") else str(spec.kind)
+        self.check(kind)
+        req = self.request_for(kind)
+        kwargs: dict[str, Any] = {"entrypoint_num_cpus": req.pop("CPU", 0.0)}
+        if "GPU" in req:
+            kwargs["entrypoint_num_gpus"] = req.pop("GPU")
+        if "memory" in req:
+            kwargs["entrypoint_memory"] = int(req.pop("memory"))
+        if req:
+            kwargs["entrypoint_resources"] = req
+        env = {"TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
+        env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
+        sid = self._next_submission(spec.job_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+        self.client.submit_job(
+            entrypoint=f"cd {_quote(str(ROOT))} && {_quote(self.python)} -m workers {_quote(spec_url)}",
+            submission_id=sid, runtime_env={"env_vars": env},
+            metadata={"tension_job_id": spec.job_id, "kind": kind}, **kwargs)
+        return RayHandle(self.client, sid, log_path)
+
+    def _status(self, sid: str) -> Any:
+        """Ray's status of a submission, or None when Ray has no such job."""
+        try:
+            return self.client.get_job_status(sid)
+        except RuntimeError as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise
+
+    def _attempts(self, job_id: str) -> list[tuple[str, Any]]:
+        """The Ray jobs of our job's attempts so far, oldest first, with their statuses."""
+        found = []
+        for attempt in range(1, 1000):
+            sid = submission_id(job_id, attempt)
+            status = self._status(sid)
+            if status is None:
+                break
+            found.append((sid, status))
+        return found
+
+    def _next_submission(self, job_id: str) -> str:
+        previous = self._attempts(job_id)
+        for sid, status in previous:  # a retry: no earlier attempt may still run beside it
+            if not status.is_terminal():
+                RayHandle(self.client, sid, Path(os.devnull)).terminate()
+        return submission_id(job_id, len(previous) + 1)
+
+    def adopt(self, job_id: str, pid: int | None, log_path: Path) -> RayHandle | None:
+        """Re-attach to the latest Ray job of `job_id` if Ray knows it: still running, it is supervised again;
+        finished while the API was down, its first poll reports how (and a success is ingested)."""
+        try:
+            attempts = self._attempts(job_id)
+        except Exception:
+            return None
+        return RayHandle(self.client, attempts[-1][0], log_path) if attempts else None
+
+
+def _default_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
