@@ -34,7 +34,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from workers.ablation.engine import Ablation, NeuronSet, as_ablation, model_shape
-from workers.ablation.estimate_table import EstimateTable
+from workers.ablation.estimate_table import EstimateTable, per_objective
 from workers.contract.vocab import AblationMode, HookPoint
 from workers.data.text import pair_texts
 from workers.models.registry import LoadedModel
@@ -218,16 +218,8 @@ class FirstOrderEstimate:
         Accuracy is the live session's rule (pairwise, chosen > rejected, ties wrong): the fraction of
         pairs with m + Δm̂ > 0 minus the fraction with m > 0.
         """
-        delta = self.delta_margins(neurons, mode, factor, means)
-        out: dict[str, dict[str, Any]] = {}
-        for o in self.objectives:
-            sl = self._slices[o]
-            m, d = self.margins[sl], delta[sl]
-            out[o] = {"n_pairs": int(m.size), "baseline_margins": m, "delta_margins": d,
-                      "baseline_mean_margin": float(m.mean()), "baseline_accuracy": float((m > 0).mean()),
-                      "delta_margin": float(d.mean()),
-                      "delta_accuracy": float(((m + d) > 0).mean() - (m > 0).mean())}
-        return out
+        slices = {o: self._slices[o] for o in self.objectives}
+        return per_objective(self.margins, self.delta_margins(neurons, mode, factor, means), slices)
 
     def table(self) -> EstimateTable:
         """Its answers as a numpy-only `EstimateTable` (arrays shared, not copied): cache it with `to_bytes`

@@ -72,6 +72,20 @@ def normalise_set(layers: Layers, n_layers: int, n_neurons: int) -> dict[int, ND
     return dict(sorted(out.items()))
 
 
+def per_objective(margins: NDArray[np.float64], delta: NDArray[np.float64],
+                  slices: Mapping[str, slice]) -> dict[str, dict[str, Any]]:
+    """An estimate's answer per objective from baseline and estimated Δ margins per pair (one home for the
+    keys and the accuracy rule: margin > 0, ties wrong), for `EstimateTable` and `FirstOrderEstimate`."""
+    out: dict[str, dict[str, Any]] = {}
+    for o, sl in slices.items():
+        m, d = margins[sl], delta[sl]
+        out[o] = {"n_pairs": int(m.size), "baseline_margins": m, "delta_margins": d,
+                  "baseline_mean_margin": float(m.mean()), "baseline_accuracy": float((m > 0).mean()),
+                  "delta_margin": float(d.mean()),
+                  "delta_accuracy": float(((m + d) > 0).mean() - (m > 0).mean())}
+    return out
+
+
 class EstimateTable:
     """Per-pair baseline margins and per-neuron attribution sums of one RM on one probe set; numpy only.
 
@@ -162,16 +176,8 @@ class EstimateTable:
                  factor: float = 0.0) -> dict[str, dict[str, Any]]:
         """Per objective: the keys and numbers of `FirstOrderEstimate.estimate` (accuracy: margin > 0, ties
         wrong). `layers` is {layer: neuron indices} (layer keys may be JSON strings); `factor` is for 'scale'."""
-        delta = self.delta_margins(layers, mode, factor)
-        out: dict[str, dict[str, Any]] = {}
-        for o in self.objectives:
-            sl = self.slices[o]
-            m, d = self.margins[sl], delta[sl]
-            out[o] = {"n_pairs": int(m.size), "baseline_margins": m, "delta_margins": d,
-                      "baseline_mean_margin": float(m.mean()), "baseline_accuracy": float((m > 0).mean()),
-                      "delta_margin": float(d.mean()),
-                      "delta_accuracy": float(((m + d) > 0).mean() - (m > 0).mean())}
-        return out
+        return per_objective(self.margins, self.delta_margins(layers, mode, factor),
+                             {o: self.slices[o] for o in self.objectives})
 
     # ------------------------------------------------------------------ storage
 
