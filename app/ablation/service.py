@@ -249,17 +249,31 @@ def live_config(*, settings: Settings, checkpoint: Checkpoint, probe_limit: int,
                              device=settings.device)
 
 
+def _worker_key_and_config(*, store: StatsStore, settings: Settings, checkpoint: Checkpoint, probe_limit: int,
+                           hook: HookPoint) -> tuple[str, Callable[[], LiveSessionConfig]]:
+    """A live worker's pool key (checkpoint, probe size, hook) and the config that starts it, with the RM's
+    per-neuron means when captured (read only when a worker has to start, not on every toggle)."""
+    def make_config() -> LiveSessionConfig:
+        means = None
+        with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
+            means = _means(store, checkpoint.id, hook)
+        return live_config(settings=settings, checkpoint=checkpoint, probe_limit=probe_limit, means=means, hook=hook)
+
+    return f"{checkpoint.id}:{probe_limit}:{hook}", make_config
+
+
 def _live_worker(*, store: StatsStore, settings: Settings, pool: LivePoolLike, checkpoint: Checkpoint,
                  how: ToggleHow, hook: HookPoint) -> LiveWorkerLike:
     """The warm worker of (checkpoint, probe size, hook), started with the RM's per-neuron means if captured."""
-    means = None
-    with contextlib.suppress(AppError):  # not captured: zero/scale still work, mean mode says so
-        means = _means(store, checkpoint.id, hook)
-    if how.mode == AblationMode.mean and means is None:
-        raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture first")
-    return pool.get(f"{checkpoint.id}:{how.probe_limit}:{hook}",
-                    lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
-                                        means=means, hook=hook))
+    if how.mode == AblationMode.mean:
+        try:
+            _means(store, checkpoint.id, hook)
+        except AppError as exc:
+            raise Invalid("mean ablation needs this RM's capture (its per-neuron means); run a capture "
+                          "first") from exc
+    key, make_config = _worker_key_and_config(store=store, settings=settings, checkpoint=checkpoint,
+                                              probe_limit=how.probe_limit, hook=hook)
+    return pool.get(key, make_config)
 
 
 def start_live_run(*, store: StatsStore, settings: Settings, pool: LivePoolLike, runs: LiveRuns,
@@ -297,12 +311,8 @@ def warm_view(*, store: StatsStore, db: Database, settings: Settings, pool: Live
             checkpoint = sess.get(Checkpoint, ck_id)
         if checkpoint is None:
             return None
-        means = None
-        with contextlib.suppress(AppError):
-            means = _means(store, ck_id, hook)
-        return pool.warm(f"{ck_id}:{how.probe_limit}:{hook}",
-                         lambda: live_config(settings=settings, checkpoint=checkpoint, probe_limit=how.probe_limit,
-                                             means=means, hook=hook))
+        return pool.warm(*_worker_key_and_config(store=store, settings=settings, checkpoint=checkpoint,
+                                                 probe_limit=how.probe_limit, hook=hook))
 
     def the_rest(before: LiveWorkerLike | None) -> None:
         for ck_id in ids[1:]:
