@@ -12,6 +12,7 @@ import traceback
 
 import fsspec
 
+from workers import runtime
 from workers.contract.artifacts import ERROR_FILE, MANIFEST_FILE, ErrorReport, ResultManifest
 from workers.contract.jobs import JobSpec
 from workers.jobs import CAPABILITIES  # each capability imports its module (and torch) only when its job runs
@@ -25,6 +26,7 @@ def _heartbeat(progress: Progress, stop: threading.Event, every: float = 5.0) ->
 
 
 def run(spec: JobSpec) -> ResultManifest:
+    """Run the spec's kind; the runtime record is final before the manifest, whose presence ends the job."""
     job = JobIO(spec)
     progress = Progress(job.store, spec.output)
     progress.update(0.0, "starting", force=True)
@@ -36,6 +38,7 @@ def run(spec: JobSpec) -> ResultManifest:
     finally:
         stop.set()
     progress.update(1.0, "done", force=True)
+    runtime.record(job.store, spec.output, finished=True)
     job.store.write_bytes(f"{spec.output}/{MANIFEST_FILE}", manifest.model_dump_json(indent=2).encode())
     return manifest
 
@@ -54,6 +57,8 @@ def main(argv: list[str]) -> int:
     started = time.time()
     from workers.contract.version import code_version
 
+    store = JobIO(spec).store
+    runtime.record(store, spec.output, finished=False)  # the node is known even if the job dies hard
     try:
         if spec.code_version != code_version():
             raise RuntimeError(f"this worker runs code {code_version()}, the job was keyed for {spec.code_version}; "
@@ -61,8 +66,9 @@ def main(argv: list[str]) -> int:
         run(spec)
     except Exception as exc:  # report the cause to the API, not just a dead process
         traceback.print_exc()
+        runtime.record(store, spec.output, finished=True)
         report = ErrorReport(error=f"{type(exc).__name__}: {exc}", elapsed_s=time.time() - started)
-        JobIO(spec).store.write_bytes(f"{spec.output}/{ERROR_FILE}", report.model_dump_json().encode())
+        store.write_bytes(f"{spec.output}/{ERROR_FILE}", report.model_dump_json().encode())
         return 1
     print(f"job {spec.job_id} finished in {time.time() - started:.1f} s", flush=True)
     return 0

@@ -55,6 +55,7 @@ class Job(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     executor: Mapped[str] = mapped_column(String(16), default="local")
     output_dir: Mapped[str] = mapped_column(Text, default="")
+    runtime: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # app.jobs.schemas.JobRuntime
     created_by: Mapped[str] = _creator()
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

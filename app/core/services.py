@@ -26,9 +26,7 @@ class Services:
         revision = upgrade_metadata(settings.resolved_database_url)
         db = Database(settings.resolved_database_url)
         store = StatsStore(settings.resolved_duckdb_path)
-        ctx = JobContext(db=db, store=store, executor=make_executor(
-            settings.executor, settings.python, ray_address=settings.ray_address, ray_python=settings.ray_python,
-            ray_resources=settings.ray_resources),
+        ctx = JobContext(db=db, store=store, executor=make_executor(settings),
                          artifacts=settings.artifact_store_client(), log_dir=settings.log_dir,
                          concurrency=settings.concurrency,
                          device=settings.device, heartbeat_timeout_s=settings.heartbeat_timeout_s)

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.contract.vocab import Device, ExecutorName
@@ -25,11 +25,24 @@ class Settings(BaseSettings):
     executor: ExecutorName = ExecutorName.local
     ray_address: str = Field("http://127.0.0.1:8265",
                              description="the Ray dashboard's HTTP address (Jobs API) when the executor is ray")
-    ray_python: str | None = Field(None, description="interpreter on the Ray nodes; default this one (the project's "
-                                                     "code must be at the same path on every node)")
+    ray_python: str | None = Field(None, description="interpreter on the Ray nodes; default this one (with "
+                                                     "ray_ship_code off, the project's code must be at the same "
+                                                     "path on every node)")
     ray_resources: dict[str, dict[str, float]] = Field(
         default_factory=dict, description='per job kind, the Ray resources one job asks for, e.g. '
-                                          '{"capture": {"GPU": 1}, "*": {"CPU": 1}}; default CPU 1')
+                                          '{"capture": {"GPU": 1}, "*": {"CPU": 1}}; they override the default '
+                                          '(CPU 1, memory from the model\'s size, GPU 1 when the cluster has GPUs)')
+    ray_token: SecretStr | None = Field(
+        None, description="Ray's auth token (RAY_AUTH_TOKEN of the cluster) sent as a bearer token to the "
+                          "dashboard; never shown or logged")
+    ray_ship_code: bool = Field(True, description="upload the `workers` package with each Ray job (runtime_env "
+                                                  "py_modules), so nodes need only the dependencies; off: the code "
+                                                  "must be at the same path on every node")
+    ray_gpus: Literal["auto", "on", "off"] = Field(
+        "auto", description="ask for a GPU per job: auto when a node of the cluster has one; on: always; off: never")
+    ray_dashboard_url: str | None = Field(
+        None, description="the Ray dashboard's URL as people's browsers reach it; a job's page links its Ray job "
+                          "there (no link when unset)")
     concurrency: int = Field(1, ge=1, le=64)
     host: str = "127.0.0.1"
     port: int = 8000

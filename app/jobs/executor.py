@@ -9,9 +9,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from workers.contract.jobs import JobSpec
+
+if TYPE_CHECKING:
+    from app.core.settings import Settings
 
 
 @dataclass
@@ -29,19 +32,26 @@ class JobHandle(Protocol):
 
     def terminate(self, grace_s: float = 5.0) -> None: ...
 
+    def placement(self) -> dict[str, str]:
+        """What the executor knows of where the job runs (e.g. Ray's node and job ids); empty when nothing."""
+
 
 class Executor(Protocol):
     name: str
 
-    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> JobHandle:
+    def request_for(self, kind: str, parameters: int | None) -> dict[str, float]:
+        """The resources one job of `kind` on a model of `parameters` asks for (empty: the executor has none)."""
+
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path, request: dict[str, float]) -> JobHandle:
         """Run `python -m workers SPEC_URL` somewhere; the spec names the store the worker writes to."""
 
     def adopt(self, job_id: str, pid: int | None, log_path: Path) -> JobHandle | None:
         """Re-attach to the worker of `job_id` (started before an API restart, with the pid stored then),
         if the executor still knows it."""
 
-    def check(self, kind: str) -> None:
-        """Raise ValueError when a job of this kind can never be placed (checked at submission and start)."""
+    def check(self, kind: str, request: dict[str, float]) -> None:
+        """Raise ValueError when a job of this kind asking for `request` can never be placed (checked at
+        submission and start)."""
 
 
 def _signal_name(rc: int) -> str:
@@ -65,6 +75,10 @@ class LocalHandle:
     def __init__(self, popen: subprocess.Popen[bytes] | None, pid: int) -> None:
         self.popen = popen
         self.pid: int | None = pid
+
+    def placement(self) -> dict[str, str]:
+        """This machine (the worker reports its host itself)."""
+        return {}
 
     def poll(self) -> ExitInfo | None:
         if self.popen is not None:
@@ -119,7 +133,11 @@ class LocalExecutor:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
 
-    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> LocalHandle:
+    def request_for(self, kind: str, parameters: int | None) -> dict[str, float]:
+        """Nothing is reserved: jobs share this machine (TENSION_CONCURRENCY bounds them)."""
+        return {}
+
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path, request: dict[str, float]) -> LocalHandle:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
         env = dict(os.environ)
@@ -141,17 +159,18 @@ class LocalExecutor:
     def adopt(self, job_id: str, pid: int | None, log_path: Path) -> LocalHandle | None:
         return LocalHandle(None, pid) if pid and _pid_alive(pid) else None
 
-    def check(self, kind: str) -> None:
+    def check(self, kind: str, request: dict[str, float]) -> None:
         """Every kind runs here."""
 
 
-def make_executor(name: str, python: str | None = None, *, ray_address: str | None = None,
-                  ray_python: str | None = None,
-                  ray_resources: dict[str, dict[str, float]] | None = None) -> Executor:
-    if name == "local":
-        return LocalExecutor(python)
-    if name == "ray":
+def make_executor(settings: Settings) -> Executor:
+    """The executor the settings name, configured from them."""
+    if settings.executor == "local":
+        return LocalExecutor(settings.python)
+    if settings.executor == "ray":
         from app.jobs.ray_executor import RayExecutor  # lazy: `local` deployments never import ray
 
-        return RayExecutor(ray_address or "http://127.0.0.1:8265", ray_python, ray_resources)
-    raise ValueError(f"unknown executor {name!r}; available: local, ray")
+        token = settings.ray_token.get_secret_value() if settings.ray_token else None
+        return RayExecutor(settings.ray_address, settings.ray_python, settings.ray_resources, token=token,
+                           ship_code=settings.ray_ship_code, gpus=settings.ray_gpus)
+    raise ValueError(f"unknown executor {settings.executor!r}; available: local, ray")

@@ -1,13 +1,20 @@
 """`ray` executor: each job is a Ray job submitted over HTTP to the cluster's Jobs API.
 
 The API process only talks to the Ray dashboard (`JobSubmissionClient(address)`, plus the state API's
-`/api/v0/nodes` for the placement check); it never calls `ray.init()` and never joins the cluster.
+`/api/v0/nodes` for the placement check); it never calls `ray.init()` and never joins the cluster. A cluster
+with token authentication gets `TENSION_RAY_TOKEN` as a bearer token on every request.
 
-The entry point is the same as the local executor's, `cd <root> && <python> -m workers SPEC_URL`: the
-project's code is assumed present on every worker node at the same path as on the API's machine (in CI:
-the same machine), and `TENSION_RAY_PYTHON` names the interpreter on the nodes (default: this one). The
-worker reads its spec from, and writes its results to, the artifact store named in the spec, so the
-store's URL must be reachable from the nodes.
+Code: by default (`TENSION_RAY_SHIP_CODE`) the `workers` package travels with each job as a runtime_env
+`py_modules` entry (the client zips it and uploads it to the cluster's GCS through the dashboard, once per
+content hash); the entry point `<python> -P -m workers SPEC_URL` then imports it from Ray's runtime-resources
+directory (PYTHONPATH; `-P` keeps the node's working directory, which may hold another copy, off sys.path),
+so a node needs only the dependencies (the worker image). Shipping off, the project's code must be at the
+same path on every node: `cd <root> && <python> -m workers SPEC_URL`. `TENSION_RAY_PYTHON` names the
+interpreter on the nodes (default: this one). The worker reads its spec from, and writes its results to, the
+artifact store named in the spec, so the store's URL must be reachable from the nodes.
+
+Resources: a CPU, memory sized from the model (`app.jobs.sizing`) and a GPU when the cluster has them, then
+`TENSION_RAY_RESOURCES` per kind; a request no alive node could ever meet is refused at submission.
 
 The Ray job's submission id is derived from our job id (`tension-<job id>`), so re-attaching after an
 API restart needs nothing but the job id. Ray's job logs are copied into the job's log file on each poll,
@@ -20,15 +27,21 @@ import contextlib
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from app.jobs.executor import ExitInfo
+from app.jobs.sizing import default_request
 from workers.contract.jobs import JobSpec
+from workers.contract.version import WORKERS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_EXCLUDES = ["__pycache__", "*.pyc"]
+NODES_TTL_S = 10.0
+"""How long the cluster's node list is reused (GPU detection and the placement check of one submission)."""
 # Environment the worker gets on top of the node's: the same defaults the local executor sets, and the
 # offline switches when this process has them (a cluster with no hub access would otherwise hang on them).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -46,20 +59,28 @@ def submission_id(job_id: str, attempt: int = 1) -> str:
     return f"tension-{job_id}" if attempt <= 1 else f"tension-{job_id}-{attempt}"
 
 
-def _client(address: str) -> Any:
+def _client(address: str, headers: dict[str, str]) -> Any:
     from ray.job_submission import JobSubmissionClient  # lazy: only a `ray` deployment pays the import
 
-    return JobSubmissionClient(address)
+    return JobSubmissionClient(address, headers=headers or None)
+
+
+def _refused(address: str, token: str | None, status: int) -> Unplaceable:
+    cause = ("no token was sent" if not token else "the token sent was not accepted")
+    return Unplaceable(f"the Ray cluster at {address} refused the API's request (HTTP {status}): it uses token "
+                       f"authentication and {cause}; set TENSION_RAY_TOKEN to the cluster's RAY_AUTH_TOKEN")
 
 
 class RayHandle:
     pid: int | None = None  # a Ray job has no pid on this machine
     waiting = False  # PENDING at the last poll: Ray has not placed it yet (no heartbeat is expected)
 
-    def __init__(self, client: Any, sid: str, log_path: Path) -> None:
+    def __init__(self, client: Any, sid: str, log_path: Path,
+                 node_ip: Callable[[str], str | None] | None = None) -> None:
         self.client = client
         self.sid = sid
         self.log_path = log_path
+        self._node_ip = node_ip
 
     def _copy_logs(self) -> None:
         with contextlib.suppress(Exception):
@@ -105,6 +126,19 @@ class RayHandle:
             time.sleep(0.2)
         self._copy_logs()
 
+    def placement(self) -> dict[str, str]:
+        """Ray's submission id, and the node the entry point (our worker) runs on once Ray has placed it. (The
+        worker never connects to Ray, so the Ray job has no driver and no job id of its own.)"""
+        out = {"ray_submission_id": self.sid}
+        with contextlib.suppress(Exception):
+            node = self.client.get_job_info(self.sid).driver_node_id
+            if node:
+                out["ray_node_id"] = str(node)
+                ip = self._node_ip(node) if self._node_ip else None
+                if ip:
+                    out["ray_node_ip"] = ip
+        return out
+
 
 class RayExecutor:
     """Submit `python -m workers SPEC_URL` as a Ray job (see the module docstring for what the nodes need)."""
@@ -112,37 +146,76 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str, python: str | None = None,
-                 resources: dict[str, dict[str, float]] | None = None) -> None:
+                 resources: dict[str, dict[str, float]] | None = None, *, token: str | None = None,
+                 ship_code: bool = True, gpus: str = "auto") -> None:
         self.address = address.rstrip("/")
         self.python = python or _default_python()
         self.resources = resources or {}
+        self.ship_code = ship_code
+        self.gpus = gpus
+        self._token = token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client_obj: Any = None
+        self._nodes: tuple[float, list[dict[str, float]]] | None = None
+
+    def __repr__(self) -> str:  # never the token
+        return f"RayExecutor({self.address!r}, ship_code={self.ship_code}, gpus={self.gpus!r})"
 
     @property
     def client(self) -> Any:
         if self._client_obj is None:
-            self._client_obj = _client(self.address)
+            self._client_obj = _client(self.address, self._headers)
         return self._client_obj
 
-    def request_for(self, kind: str) -> dict[str, float]:
-        """Resources one job of this kind asks for: `*` defaults, then the kind's; CPU 1 unless set."""
-        req: dict[str, float] = {"CPU": 1.0}
+    def _gpu(self) -> bool:
+        if self.gpus != "auto":
+            return self.gpus == "on"
+        try:
+            return any(n.get("GPU", 0.0) > 0 for n in self.node_resources())
+        except Exception:  # the check that follows reports an unreachable cluster
+            return False
+
+    def request_for(self, kind: str, parameters: int | None = None) -> dict[str, float]:
+        """Resources one job of this kind asks for: the sized default (app.jobs.sizing), then the `*` settings,
+        then the kind's; a value <= 0 drops the resource."""
+        req = default_request(kind, parameters, gpu=self._gpu())
         req.update(self.resources.get("*", {}))
         req.update(self.resources.get(kind, {}))
         return {k: float(v) for k, v in req.items() if float(v) > 0}
 
-    def node_resources(self) -> list[dict[str, float]]:
-        """Total resources of each alive node, from the dashboard's state API (HTTP, no `ray.init`)."""
-        r = httpx.get(f"{self.address}/api/v0/nodes", params={"detail": "true", "limit": 10000}, timeout=10)
+    def node_ip(self, node_id: str) -> str | None:
+        """The IP address of a node of the cluster, by Ray's node id (state API)."""
+        r = httpx.get(f"{self.address}/api/v0/nodes", params={"filter_keys": "node_id", "filter_predicates": "=",
+                                                               "filter_values": node_id},
+                      headers=self._headers, timeout=10)
         r.raise_for_status()
         nodes = r.json()["data"]["result"]["result"]
-        return [dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"]
+        return str(nodes[0]["node_ip"]) if nodes and nodes[0].get("node_ip") else None
 
-    def check(self, kind: str) -> None:
-        """Raise Unplaceable, naming the missing resource, when no node could ever run a job of this kind."""
-        req = self.request_for(kind)
+    def node_resources(self) -> list[dict[str, float]]:
+        """Total resources of each alive node, from the dashboard's state API (HTTP, no `ray.init`); reused for
+        NODES_TTL_S."""
+        now = time.monotonic()
+        if self._nodes is not None and now - self._nodes[0] < NODES_TTL_S:
+            return self._nodes[1]
+        r = httpx.get(f"{self.address}/api/v0/nodes", params={"detail": "true", "limit": 10000},
+                      headers=self._headers, timeout=10)
+        if r.status_code in (401, 403):
+            raise _refused(self.address, self._token, r.status_code)
+        r.raise_for_status()
+        nodes = r.json()["data"]["result"]["result"]
+        alive = [dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"]
+        self._nodes = (now, alive)
+        return alive
+
+    def check(self, kind: str, request: dict[str, float] | None = None) -> None:
+        """Raise Unplaceable, naming the missing resource, when no node could ever run a job of this kind asking
+        for `request` (default: the kind's unsized request)."""
+        req = request if request is not None else self.request_for(kind)
         try:
             nodes = self.node_resources()
+        except Unplaceable:
+            raise
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             raise Unplaceable(f"the Ray cluster at {self.address} could not be asked for its nodes: {exc}") from exc
         if any(all(n.get(k, 0.0) >= v for k, v in req.items()) for n in nodes):
@@ -153,15 +226,15 @@ class RayExecutor:
             offered = max((n.get(absent[0], 0.0) for n in nodes), default=0.0)
             raise Unplaceable(
                 f"no node of the Ray cluster at {self.address} has {absent[0]!r}: {req[absent[0]]:g} "
-                f"(the most any of its {len(nodes)} alive nodes has is {offered:g}); {kind} jobs ask for {{{wanted}}}"
-                " (TENSION_RAY_RESOURCES)")
+                f"(the most any of its {len(nodes)} alive nodes has is {offered:g}); this {kind} job asks for "
+                f"{{{wanted}}} (memory is sized from the model; TENSION_RAY_RESOURCES overrides)")
         raise Unplaceable(f"no single node of the Ray cluster at {self.address} has all of {{{wanted}}} "
                           f"that {kind} jobs ask for (TENSION_RAY_RESOURCES)")
 
-    def start(self, spec: JobSpec, spec_url: str, log_path: Path) -> RayHandle:
+    def start(self, spec: JobSpec, spec_url: str, log_path: Path, request: dict[str, float]) -> RayHandle:
         kind = spec.kind.value if hasattr(spec.kind, "value") else str(spec.kind)
-        self.check(kind)
-        req = self.request_for(kind)
+        self.check(kind, request)
+        req = dict(request)
         kwargs: dict[str, Any] = {"entrypoint_num_cpus": req.pop("CPU", 0.0)}
         if "GPU" in req:
             kwargs["entrypoint_num_gpus"] = req.pop("GPU")
@@ -174,11 +247,15 @@ class RayExecutor:
         sid = self._next_submission(spec.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
-        self.client.submit_job(
-            entrypoint=f"cd {_quote(str(ROOT))} && {_quote(self.python)} -m workers {_quote(spec_url)}",
-            submission_id=sid, runtime_env={"env_vars": env},
-            metadata={"tension_job_id": spec.job_id, "kind": kind}, **kwargs)
-        return RayHandle(self.client, sid, log_path)
+        runtime_env: dict[str, Any] = {"env_vars": env}
+        if self.ship_code:
+            runtime_env.update(py_modules=[str(WORKERS_DIR)], excludes=SHIPPED_EXCLUDES)
+            entrypoint = f"{_quote(self.python)} -P -m workers {_quote(spec_url)}"
+        else:
+            entrypoint = f"cd {_quote(str(ROOT))} && {_quote(self.python)} -m workers {_quote(spec_url)}"
+        self.client.submit_job(entrypoint=entrypoint, submission_id=sid, runtime_env=runtime_env,
+                               metadata={"tension_job_id": spec.job_id, "kind": kind}, **kwargs)
+        return RayHandle(self.client, sid, log_path, self.node_ip)
 
     def _status(self, sid: str) -> Any:
         """Ray's status of a submission, or None when Ray has no such job."""
@@ -214,7 +291,7 @@ class RayExecutor:
             attempts = self._attempts(job_id)
         except Exception:
             return None
-        return RayHandle(self.client, attempts[-1][0], log_path) if attempts else None
+        return RayHandle(self.client, attempts[-1][0], log_path, self.node_ip) if attempts else None
 
 
 def _default_python() -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.core.types import UtcDateTime
+from workers.contract.artifacts import WorkerRuntime
 from workers.contract.vocab import JobKind, JobStatus
 
 
@@ -16,6 +17,27 @@ class JobCreate(BaseModel):
     kind: JobKind
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="the kind's typed params (see workers.contract.jobs)")
+
+
+class JobRuntime(BaseModel):
+    """`jobs.runtime`: what a job asked its executor for, and where it ran as the executor and the worker tell."""
+
+    request: dict[str, float] = Field(default_factory=dict,
+                                      description="resources asked of the executor (Ray: CPU, memory in bytes, "
+                                                  "GPU, custom ones); empty for local")
+    parameters: int | None = Field(None, description="the model's parameters the memory request was sized from")
+    placement: dict[str, str] = Field(default_factory=dict,
+                                      description="the executor's ids: ray_submission_id, ray_node_id, "
+                                                  "ray_node_ip")
+    worker: WorkerRuntime | None = Field(None, description="the worker's own report (runtime.json)")
+
+    @classmethod
+    def of(cls, job: Any) -> JobRuntime:
+        """A job row's record (empty for rows from before it was kept, or an unreadable one)."""
+        try:
+            return cls.model_validate(job.runtime or {})
+        except ValidationError:
+            return cls()
 
 
 class JobOut(BaseModel):
@@ -38,6 +60,8 @@ class JobOut(BaseModel):
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
     cached: bool = Field(False, description="true when a finished or running job with the same result key was reused")
+    executor: str = Field("local", description="the executor that ran it (local, ray)")
+    runtime: JobRuntime | None = Field(None, description="resources asked for, node, GPU and peak memory")
 
     @classmethod
     def of(cls, job: Any, *, cached: bool = False) -> JobOut:

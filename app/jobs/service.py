@@ -18,23 +18,27 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.core.db import Database, Job, Run, utcnow
+from app.core.db import Checkpoint, Database, Job, Run, utcnow
 from app.core.errors import Conflict, Invalid, NotFound
 from app.core.store import IngestError, StatsStore
 from app.jobs.executor import Executor, JobHandle
+from app.jobs.schemas import JobRuntime
 from workers.contract.artifacts import (
     ERROR_FILE,
     MANIFEST_FILE,
     PROGRESS_FILE,
+    RUNTIME_FILE,
     SPEC_FILE,
     ErrorReport,
     ProgressReport,
     ResultManifest,
+    WorkerRuntime,
     job_key,
 )
 from workers.contract.jobs import PARAMS_BY_KIND, JobSpec, Params, result_key
 from workers.contract.version import code_version
 from workers.contract.vocab import JobKind
+from workers.models.names import parameter_count
 from workers.storage import ArtifactStore
 
 log = logging.getLogger("tension.jobs")
@@ -107,15 +111,33 @@ class JobService:
                 ).first()
                 if existing is not None and (existing.status != "succeeded" or self.ctx.store.is_ingested(key)):
                     return existing, True
-            try:  # e.g. a Ray cluster with no node that has the resources this kind asks for
-                self.ctx.executor.check(kind.value)
+            parameters = self._parameters(typed)
+            try:  # e.g. a Ray cluster with no node that has the resources this job asks for
+                request = self.ctx.executor.request_for(kind.value, parameters)
+                self.ctx.executor.check(kind.value, request)
             except ValueError as exc:
                 raise Invalid(f"the {self.ctx.executor.name} executor cannot run this job: {exc}") from exc
+            runtime = JobRuntime(request=request, parameters=parameters)
             job = Job(id=uuid.uuid4().hex[:16], kind=kind.value, params=normal, result_key=key,
-                      status="queued", message="queued", metrics={}, executor=self.ctx.executor.name)
+                      status="queued", message="queued", metrics={}, executor=self.ctx.executor.name,
+                      runtime=runtime.model_dump(mode="json"))
             job.output_dir = job_key(job.id)
             s.add(job)
         return job, False
+
+    def _parameters(self, params: Params) -> int | None:
+        """The size of the largest model the job loads (its `model`, `base_model`, or the base of each checkpoint
+        it names); None when one of them is of unknown size (the executor's settings decide then)."""
+        names = [v for f in ("model", "base_model") if isinstance(v := getattr(params, f, None), str)]
+        ids = [getattr(params, f, None) for f in ("checkpoint", "helpful_checkpoint", "harmless_checkpoint")]
+        ids += list(getattr(params, "checkpoints", None) or [])
+        with self.ctx.db.session() as s:
+            for cid in {i for i in ids if isinstance(i, str)}:
+                row = s.get(Checkpoint, cid)
+                if row is not None:
+                    names.append(row.base_model)
+        counts = [parameter_count(n) for n in names]
+        return max(c for c in counts if c is not None) if counts and None not in counts else None
 
     # -- queries ----------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -158,6 +180,8 @@ class JobService:
                 row.status, row.progress, row.message, row.error = "queued", 0.0, "queued for retry", None
                 row.started_at = row.finished_at = None
                 row.pid = None
+                row.runtime = JobRuntime.of(row).model_copy(update={"placement": {}, "worker": None}).model_dump(
+                    mode="json")
             return self.get(job_id)
 
     # -- supervision ------------------------------------------------------------------------------
@@ -220,7 +244,10 @@ class JobService:
             spec = self.spec_for(job)
             spec_key = f"{job.output_dir}/{SPEC_FILE}"
             store.write_bytes(spec_key, spec.model_dump_json(indent=2).encode())
-            handle = self.ctx.executor.start(spec, f"{store.url}/{spec_key}", self.log_path(job.id))
+            runtime = JobRuntime.of(job)
+            if not runtime.request and self.ctx.executor.name != "local":  # a row from before requests were kept
+                runtime.request = self.ctx.executor.request_for(job.kind, None)
+            handle = self.ctx.executor.start(spec, f"{store.url}/{spec_key}", self.log_path(job.id), runtime.request)
         except Exception as exc:
             self._finish(job.id, "failed", error=f"could not start worker: {exc}")
             return
@@ -231,6 +258,8 @@ class JobService:
             row.status, row.pid, row.started_at = "running", handle.pid, utcnow()
             row.attempts = (row.attempts or 0) + 1
             row.message, row.heartbeat_at = "started", utcnow()
+            row.runtime = runtime.model_copy(update={"placement": handle.placement(), "worker": None}).model_dump(
+                mode="json")
 
     def _report(self, job: Job, name: str, model: type[Any]) -> Any:
         raw = self.ctx.artifacts.read_json(f"{job.output_dir}/{name}")
@@ -245,6 +274,8 @@ class JobService:
         job = self.get(job_id)
         progress: ProgressReport | None = self._report(job, PROGRESS_FILE, ProgressReport)
         exit_info = handle.poll()
+        if exit_info is None and JobRuntime.of(job).worker is None and not handle.waiting:
+            self._record_runtime(job, handle)  # the worker's start record: the node, while it runs
         with self.ctx.db.session() as s:
             row = s.get(Job, job_id)
             assert row is not None
@@ -270,7 +301,23 @@ class JobService:
         if exit_info is None:
             return
         self._handles.pop(job_id, None)
+        self._record_runtime(job, handle)
         self._complete(job, exit_info.returncode, exit_info.reason)
+
+    def _record_runtime(self, job: Job, handle: JobHandle | None) -> None:
+        """Keep the worker's runtime.json and the executor's placement on the row (each when there is one)."""
+        worker: WorkerRuntime | None = self._report(job, RUNTIME_FILE, WorkerRuntime)
+        placement = handle.placement() if handle is not None else {}
+        if worker is None and not placement:
+            return
+        with self.ctx.db.session() as s:
+            row = s.get(Job, job.id)
+            if row is None:
+                return
+            runtime = JobRuntime.of(row)
+            runtime.placement = {**runtime.placement, **placement}
+            runtime.worker = worker or runtime.worker
+            row.runtime = runtime.model_dump(mode="json")
 
     def _complete(self, job: Job, returncode: int | None, reason: str) -> None:
         manifest_raw = self.ctx.artifacts.read_json(f"{job.output_dir}/{MANIFEST_FILE}")
@@ -325,6 +372,7 @@ class JobService:
             if handle is not None:
                 self._handles[job.id] = handle
                 continue
+            self._record_runtime(job, None)
             if self.ctx.artifacts.exists(f"{job.output_dir}/{MANIFEST_FILE}"):
                 self._complete(job, None, "worker finished while the API was down")
             else:

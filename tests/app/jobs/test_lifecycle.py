@@ -202,7 +202,7 @@ def test_healthz_reports_schema_versions(client: TestClient) -> None:
     r = client.get("/healthz")
     assert r.status_code == 200
     body = r.json()
-    assert body["schema"]["metadata"] == "0004" and body["schema"]["duckdb"] >= 1
+    assert body["schema"]["metadata"] == "0005" and body["schema"]["duckdb"] >= 1
 
 
 def test_training_key_follows_resolved_settings(tmp_path: Path) -> None:
