@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import shlex
 import threading
@@ -61,6 +62,8 @@ from workers.contract.vocab import (
     Stat,
 )
 from workers.neurons import selection as sel
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from app.ablation.runs import LiveRun, LiveRuns
@@ -315,12 +318,16 @@ def warm_view(*, store: StatsStore, db: Database, settings: Settings, pool: Live
                                                  probe_limit=how.probe_limit, hook=hook))
 
     def the_rest(before: LiveWorkerLike | None) -> None:
-        for ck_id in ids[1:]:
-            if before is not None:
-                with contextlib.suppress(AppError):
-                    before.wait_ready()
-                    before.wait_idle(WARM_IDLE_WAIT_S)
-            before = warm(ck_id)
+        """Best effort: a failure (the app shutting down and its stores closed) ends the warming, logged."""
+        try:
+            for ck_id in ids[1:]:
+                if before is not None:
+                    with contextlib.suppress(AppError):
+                        before.wait_ready()
+                        before.wait_idle(WARM_IDLE_WAIT_S)
+                before = warm(ck_id)
+        except Exception as exc:
+            log.warning("warming the view's live workers stopped: %s", exc)
 
     if ids:
         threading.Thread(target=the_rest, args=(warm(ids[0]),), daemon=True, name="live-warm").start()
