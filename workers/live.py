@@ -1,10 +1,12 @@
 """Live-ablation worker: `python -m workers.live`, the typed protocol of `workers.contract.live` as JSON lines.
 
 The first line is a `LiveSessionConfig`. Keeping the RM and its probe set warm in this process is what makes
-toggles interactive. Two threads:
+toggles interactive. The session is a `LiveCore`, which only needs a function to send its messages with: here
+one JSON line each on stdout; in a Ray Serve replica (`workers.serve_live`) the answer of an HTTP request. Two
+threads:
 
-* the reading thread (main) parses each line; it answers estimates and cancels itself, so they never wait
-  behind exact work, and queues exact requests;
+* the reading thread (main; the replica's request handlers) parses each line; it answers estimates and
+  cancels itself, so they never wait behind exact work, and queues exact requests;
 * the compute thread sets the session up, makes the estimator table available, then runs exact requests one
   at a time (streams round by round, asking before every batch whether the request was cancelled).
 
@@ -225,8 +227,12 @@ class Streams:
             return rid is not None and rid in self.cancelled
 
 
+Send = Callable[[BaseModel], None]
+"""Where a session's messages go: one line of stdout (`Output.send`), or a Serve replica's router."""
+
+
 def _phase(session: Any, rid: str, phase: str, layers: dict[int, list[int]], req: LiveStreamRequest, started: float,
-           queued_s: float, out: Output, stop: Callable[[], bool], counter: list[int],
+           queued_s: float, send: Send, stop: Callable[[], bool], counter: list[int],
            control_neurons: Any = None) -> None:
     """Stream one ablation's rounds, counting each computed round in `counter[0]`."""
     from workers.ablation.live_stats import running_delta
@@ -241,14 +247,14 @@ def _phase(session: Any, rid: str, phase: str, layers: dict[int, list[int]], req
         answer = step["answer"]
         if answer is not None:
             answer["id"] = rid
-        out.send(LiveRound.model_validate({
+        send(LiveRound.model_validate({
             "id": rid, "phase": phase, "round": step["round"], "n_rounds": step["n_rounds"],
             "seconds": time.perf_counter() - started, "queued_s": queued_s, "objectives": running,
             "final": step["final"], "path": step["path"], "answer": answer,
             "control_neurons": control_neurons and {str(k): v for k, v in control_neurons.items()}}))
 
 
-def run_stream(session: Any, req: LiveStreamRequest, queued_s: float, out: Output, streams: Streams) -> None:
+def run_stream(session: Any, req: LiveStreamRequest, queued_s: float, send: Send, streams: Streams) -> None:
     """The set's rounds, then its control's; cancelled between any two batches."""
     from workers.ablation.live import Stopped
     from workers.ablation.live_stats import control_seed, layer_matched_control
@@ -263,19 +269,79 @@ def run_stream(session: Any, req: LiveStreamRequest, queued_s: float, out: Outpu
     try:
         if stop():
             raise Stopped("cancelled while queued")
-        _phase(session, req.id, "set", layers, req, started, queued_s, out, stop, rounds)
+        _phase(session, req.id, "set", layers, req, started, queued_s, send, stop, rounds)
         if req.control and layers:
             control = layer_matched_control(layers, session.n_neurons,
                                             seed=control_seed(layers, str(req.mode), float(req.factor)))
-            _phase(session, req.id, "control", control, req, started, queued_s, out, stop, rounds, control)
+            _phase(session, req.id, "control", control, req, started, queued_s, send, stop, rounds, control)
         end = "done"
     except Stopped:
         end = "cancelled"
-    out.send(LiveStreamEnd(id=req.id, end=end, rounds_computed=rounds[0], seconds=time.perf_counter() - started))
+    send(LiveStreamEnd(id=req.id, end=end, rounds_computed=rounds[0], seconds=time.perf_counter() - started))
+
+
+class LiveCore:
+    """One live session in this process, whoever carries its messages: `main()` (JSON lines on stdin and
+    stdout) and the Serve replica of `workers.serve_live` drive the same code.
+
+    Construction reads the probe set and looks the estimator table up (no torch yet; raises on a bad config);
+    `start()` starts the compute thread, which sets the session up and sends `LiveReady` (or a `LiveError`
+    without an id); `handle()` takes one request as parsed JSON: estimates and cancels are answered on the
+    caller's thread (an estimate that must wait for the table's build waits on a thread of its own), exact
+    requests are queued for the compute thread. Every answer goes to `send`, which the reading and compute
+    threads both call."""
+
+    def __init__(self, config: LiveSessionConfig, send: Send) -> None:
+        self.config = config
+        self.send = send
+        self.estimates, self.streams = Estimates(), Streams()
+        self.store = ArtifactStore(config.store_url)
+        self.probe = Probe(config, self.store)
+        self.estimates.load(self.store, table_key(config, self.probe), self.probe.means)
+        self._thread = threading.Thread(target=self._compute, daemon=True, name="compute")
+
+    def start(self) -> LiveCore:
+        self._thread.start()
+        return self
+
+    def _compute(self) -> None:
+        compute_loop(self.config, [self.probe], self.store, self.estimates, self.streams, self.send)
+
+    def handle(self, raw: Any) -> None:
+        """One request (a parsed JSON line); a bad one is answered with a `LiveError` carrying its id."""
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        try:
+            if isinstance(raw, dict) and "cancel" in raw:
+                self.streams.cancel(LiveCancel.model_validate(raw).cancel)
+            elif isinstance(raw, dict) and raw.get("estimate") is True:
+                req = LiveEstimateRequest.model_validate(raw)
+                if self.estimates.ready.is_set():
+                    _answer_estimate(self.estimates, req, self.send)
+                else:  # wait for the build without holding up cancels and other estimates
+                    threading.Thread(target=_answer_estimate, args=(self.estimates, req, self.send, True),
+                                     daemon=True).start()
+            elif isinstance(raw, dict) and raw.get("stream") is True:
+                self.streams.queue.put((time.perf_counter(), LiveStreamRequest.model_validate(raw)))
+            else:
+                self.streams.queue.put((time.perf_counter(), LiveToggleRequest.model_validate(raw)))
+        except Exception as exc:
+            self.send(_error(exc, rid if isinstance(rid, str) else None))
+
+    def handle_line(self, line: str) -> None:
+        try:
+            raw = json.loads(line)
+        except Exception as exc:
+            self.send(_error(exc))
+            return
+        self.handle(raw)
+
+    def close(self) -> None:
+        """The compute thread ends after the request it is running (cancel streams first to stop sooner)."""
+        self.streams.queue.put(None)
 
 
 def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: ArtifactStore, estimates: Estimates,
-                 streams: Streams, out: Output) -> None:
+                 streams: Streams, send: Send) -> None:
     """Set the session up, then answer exact requests in order."""
     try:
         probe = probe_box[0]
@@ -284,10 +350,10 @@ def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: Artifac
             estimates.build(session, store, table_key(config, probe))
         info = session.info()
         info["estimator_cached"] = estimates.cached
-        out.send(LiveReady.model_validate(info))
+        send(LiveReady.model_validate(info))
     except Exception as exc:
         traceback.print_exc()
-        out.send(_error(exc))
+        send(_error(exc))
         estimates.failed = estimates.failed or f"the session could not start: {exc}"
         estimates.ready.set()
         return
@@ -299,22 +365,22 @@ def compute_loop(config: LiveSessionConfig, probe_box: list[Any], store: Artifac
         queued_s = time.perf_counter() - queued_at
         try:
             if isinstance(req, LiveStreamRequest):
-                run_stream(session, req, queued_s, out, streams)
+                run_stream(session, req, queued_s, send, streams)
             else:
                 ans = session.toggle(req.neurons.layers, mode=req.mode, factor=req.factor, path=req.path)
                 ans["id"] = req.id
-                out.send(LiveAnswer.model_validate(ans))
+                send(LiveAnswer.model_validate(ans))
         except Exception as exc:  # a bad request must not kill the warm session
             traceback.print_exc()
-            out.send(_error(exc, req.id))
+            send(_error(exc, req.id))
 
 
-def _answer_estimate(estimates: Estimates, req: LiveEstimateRequest, out: Output, waited: bool = False) -> None:
+def _answer_estimate(estimates: Estimates, req: LiveEstimateRequest, send: Send, waited: bool = False) -> None:
     estimates.ready.wait()
     try:
-        out.send(estimates.answer(req, waited))
+        send(estimates.answer(req, waited))
     except Exception as exc:
-        out.send(_error(exc, req.id))
+        send(_error(exc, req.id))
 
 
 def main() -> int:
@@ -323,39 +389,16 @@ def main() -> int:
     first = sys.stdin.readline()
     if not first:
         return 0
-    estimates, streams = Estimates(), Streams()
     try:
-        config = LiveSessionConfig.model_validate_json(first)
-        store = ArtifactStore(config.store_url)
-        probe = Probe(config, store)
-        estimates.load(store, table_key(config, probe), probe.means)
+        core = LiveCore(LiveSessionConfig.model_validate_json(first), out.send)
     except Exception as exc:
         traceback.print_exc()
         out.send(_error(exc))
         return 1
-    worker = threading.Thread(target=compute_loop, args=(config, [probe], store, estimates, streams, out),
-                              daemon=True, name="compute")
-    worker.start()
+    core.start()
     for line in sys.stdin:
-        rid = None
-        try:
-            raw = json.loads(line)
-            rid = raw.get("id") if isinstance(raw, dict) else None
-            if isinstance(raw, dict) and "cancel" in raw:
-                streams.cancel(LiveCancel.model_validate(raw).cancel)
-            elif isinstance(raw, dict) and raw.get("estimate") is True:
-                req = LiveEstimateRequest.model_validate(raw)
-                if estimates.ready.is_set():
-                    _answer_estimate(estimates, req, out)
-                else:  # wait for the build without holding up cancels and other estimates
-                    threading.Thread(target=_answer_estimate, args=(estimates, req, out, True), daemon=True).start()
-            elif isinstance(raw, dict) and raw.get("stream") is True:
-                streams.queue.put((time.perf_counter(), LiveStreamRequest.model_validate(raw)))
-            else:
-                streams.queue.put((time.perf_counter(), LiveToggleRequest.model_validate(raw)))
-        except Exception as exc:
-            out.send(_error(exc, rid if isinstance(rid, str) else None))
-    streams.queue.put(None)
+        core.handle_line(line)
+    core.close()
     return 0
 
 

@@ -338,8 +338,19 @@ def _pool_of(request: Request) -> LivePool:
     pool: LivePool | None = getattr(request.app.state, "live_pool", None)
     if pool is None:
         settings = request.app.state.services.settings
-        pool = request.app.state.live_pool = LivePool(max_workers=settings.live_max_sessions,
-                                                      memory_mb=settings.live_memory_mb, python=settings.python)
+        if settings.executor == "ray":  # one Serve deployment per session (app.ablation.serve_pool)
+            from app.ablation.serve_pool import ServeLivePool
+
+            token = settings.ray_token.get_secret_value() if settings.ray_token else None
+            pool = request.app.state.live_pool = ServeLivePool(  # type: ignore[assignment]
+                address=settings.ray_address, token=token, serve_url=settings.serve_url,
+                ship_code=settings.ray_ship_code, max_workers=settings.live_max_sessions,
+                num_cpus=settings.serve_num_cpus, gpu_fraction=settings.serve_gpu_fraction,
+                idle_s=settings.serve_idle_s)
+        else:
+            pool = request.app.state.live_pool = LivePool(max_workers=settings.live_max_sessions,
+                                                          memory_mb=settings.live_memory_mb, python=settings.python)
+    assert pool is not None
     return pool
 
 

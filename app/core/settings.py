@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     live_max_sessions: int = Field(3, ge=1, le=64, description="warm live-ablation workers kept at most (LRU)")
     live_memory_mb: float = Field(6000.0, ge=100, description="resident memory of all warm live-ablation workers "
                                                                "together; past it the least recently used closes")
+    serve_url: str = Field("http://127.0.0.1:8001",
+                           description="Ray Serve's HTTP proxy as the API reaches it (executor ray: live sessions "
+                                       "are Serve deployments); its port is the one Serve is started on")
+    serve_gpu_fraction: float = Field(0.0, ge=0, le=8, description="GPUs one live-session replica asks for "
+                                                                    "(a fraction shares a GPU; 0: none)")
+    serve_num_cpus: float = Field(1.0, gt=0, le=64, description="CPUs one live-session replica asks for (its "
+                                                                "torch threads: the floor, at least one)")
+    serve_idle_s: float = Field(600.0, ge=1, description="a live-session replica with no request for this long "
+                                                         "is scaled to zero (the next toggle starts it again)")
 
     @field_validator("executor")
     @classmethod
