@@ -29,7 +29,7 @@ PARAMS = {"model": "tiny-bert", "max_length": 32, "dataset": {"source": "bundled
 
 def shipped_package_bytes() -> tuple[int, int]:
     """(zip bytes, files) of `workers` as shipped: every file but __pycache__ and *.pyc, deflated like Ray's."""
-    from app.jobs.ray_executor import SHIPPED_EXCLUDES  # noqa: F401 - the excludes this mirrors
+    from app.core.ray_cluster import shipped_code  # noqa: F401 - the excludes this mirrors
     from workers.contract.version import WORKERS_DIR
 
     buf, n = io.BytesIO(), 0

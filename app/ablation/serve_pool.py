@@ -44,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.ablation.live import LiveTimedAnswer, _parse, new_request_id
 from app.core.errors import BadGateway, Invalid, Unavailable
+from app.core.ray_cluster import bearer_headers, shipped_code, worker_env
 from workers.contract.live import (
     LiveAnswer,
     LiveCancel,
@@ -64,7 +65,6 @@ APP_PREFIX = "live-"
 MAX_ONGOING = 64
 PACKAGE_CHECK_S = 30.0
 """How long a checked package upload is trusted before a scale-up checks it again."""
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def app_name(key: str, store_url: str) -> str:
@@ -80,7 +80,7 @@ class ServeAdmin:
 
     def __init__(self, address: str, token: str | None, serve_url: str, ship_code: bool = True) -> None:
         self.address = address.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers = bearer_headers(token)
         self.serve_url = serve_url.rstrip("/")
         self.ship_code = ship_code
         self._lock = threading.Lock()
@@ -167,10 +167,7 @@ class ServeAdmin:
             return [self._package[1]]
         from ray.job_submission import JobSubmissionClient  # the Jobs SDK's uploader: zip, hash, PUT
 
-        from app.jobs.ray_executor import SHIPPED_EXCLUDES
-        from workers.contract.version import WORKERS_DIR
-
-        env: dict[str, Any] = {"py_modules": [str(WORKERS_DIR)], "excludes": SHIPPED_EXCLUDES}
+        env = shipped_code()
         try:
             JobSubmissionClient(self.address, headers=self.headers or None)._upload_py_modules_if_needed(env)
         except Exception as exc:
@@ -200,10 +197,7 @@ def _same(deployed: dict[str, Any], wanted: dict[str, Any]) -> bool:
 def app_config(*, name: str, config: LiveSessionConfig, py_modules: list[str] | None, num_cpus: float,
                gpu_fraction: float, idle_s: float) -> dict[str, Any]:
     """The declarative config of one live session's Serve application."""
-    import os
-
-    env = {"TOKENIZERS_PARALLELISM": "false", **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
-    runtime_env: dict[str, Any] = {"env_vars": env}
+    runtime_env: dict[str, Any] = {"env_vars": worker_env()}
     if py_modules:
         runtime_env["py_modules"] = py_modules
     actor: dict[str, Any] = {"num_cpus": num_cpus}

@@ -33,18 +33,14 @@ from typing import Any
 
 import httpx
 
+from app.core.ray_cluster import bearer_headers, shipped_code, worker_env
 from app.jobs.executor import ExitInfo
 from app.jobs.sizing import default_request
 from workers.contract.jobs import JobSpec
-from workers.contract.version import WORKERS_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_EXCLUDES = ["__pycache__", "*.pyc"]
 NODES_TTL_S = 10.0
 """How long the cluster's node list is reused (GPU detection and the placement check of one submission)."""
-# Environment the worker gets on top of the node's: the same defaults the local executor sets, and the
-# offline switches when this process has them (a cluster with no hub access would otherwise hang on them).
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 # entrypoint_* keywords of submit_job for Ray's predefined resources; anything else is a custom resource.
 _PREDEFINED = {"CPU": "entrypoint_num_cpus", "GPU": "entrypoint_num_gpus", "memory": "entrypoint_memory"}
 
@@ -154,7 +150,7 @@ class RayExecutor:
         self.ship_code = ship_code
         self.gpus = gpus
         self._token = token
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = bearer_headers(token)
         self._client_obj: Any = None
         self._nodes: tuple[float, list[dict[str, float]]] | None = None
 
@@ -242,14 +238,12 @@ class RayExecutor:
             kwargs["entrypoint_memory"] = int(req.pop("memory"))
         if req:
             kwargs["entrypoint_resources"] = req
-        env = {"TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false")}
-        env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
         sid = self._next_submission(spec.job_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("")
-        runtime_env: dict[str, Any] = {"env_vars": env}
+        runtime_env: dict[str, Any] = {"env_vars": worker_env()}
         if self.ship_code:
-            runtime_env.update(py_modules=[str(WORKERS_DIR)], excludes=SHIPPED_EXCLUDES)
+            runtime_env.update(shipped_code())
             entrypoint = f"{_quote(self.python)} -P -m workers {_quote(spec_url)}"
         else:
             entrypoint = f"cd {_quote(str(ROOT))} && {_quote(self.python)} -m workers {_quote(spec_url)}"
