@@ -40,7 +40,9 @@ def _details() -> dict[str, Any]:
 
 def _ray_settings(real_rms: RealRMs, where: Path, **overrides: object):  # type: ignore[no-untyped-def]
     return settings_from(real_rms.captured, where, executor="ray", ray_address=RAY_ADDRESS, ray_token=RAY_TOKEN,
-                         serve_url=SERVE_URL, serve_num_cpus=1, **overrides)
+                         serve_url=SERVE_URL, serve_num_cpus=0.25, **overrides)
+    # A quarter CPU a session: CI's nodes have one CPU each, and opening a view warms its three RMs' sessions
+    # (at one CPU each, the third could never be scheduled beside the others). Ray gives it one torch thread.
 
 
 def _live_children() -> list[psutil.Process]:
