@@ -44,7 +44,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.ablation.live import LiveTimedAnswer, _parse, new_request_id
 from app.core.errors import BadGateway, Invalid, Unavailable
-from app.core.ray_cluster import bearer_headers, shipped_code, worker_env
+from app.core.ray_cluster import alive_node_totals, bearer_headers, shipped_code, worker_env
 from workers.contract.live import (
     LiveAnswer,
     LiveCancel,
@@ -242,7 +242,25 @@ class ServeSession:
         threading.Thread(target=self._start, args=(True,), daemon=True, name=f"serve-{name}").start()
 
     # -- start-up and scale-up
+    def _check_placeable(self) -> None:
+        """Refuse a session no alive node could ever hold (Serve would keep its replica pending forever and the
+        toggle would wait out the start-up timeout), naming the resource and its setting."""
+        wanted = {"CPU": (self.num_cpus, "TENSION_SERVE_NUM_CPUS")}
+        if self.gpu_fraction > 0:
+            wanted["GPU"] = (self.gpu_fraction, "TENSION_SERVE_GPU_FRACTION")
+        try:
+            nodes = alive_node_totals(self.admin.address, self.admin.headers)
+        except (httpx.HTTPError, KeyError, ValueError):
+            return  # the deploy that follows reports an unreachable or refusing dashboard
+        for name, (amount, setting) in wanted.items():
+            most = max((n.get(name, 0.0) for n in nodes), default=0.0)
+            if most < amount:
+                raise Unavailable(f"no node of the Ray cluster at {self.admin.address} has {name} {amount:g} for a "
+                                   f"live session (the most any of its {len(nodes)} alive nodes has is {most:g}); "
+                                   f"lower {setting}")
+
     def _deploy(self) -> None:
+        self._check_placeable()
         self.admin.deploy(app_config(name=self.name, config=self.config, py_modules=self.admin.py_modules(),
                                      num_cpus=self.num_cpus, gpu_fraction=self.gpu_fraction, idle_s=self.idle_s))
 

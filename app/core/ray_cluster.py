@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
+
 from workers.contract.version import WORKERS_DIR
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -30,3 +32,13 @@ def worker_env() -> dict[str, str]:
 def shipped_code() -> dict[str, Any]:
     """The runtime_env entries that ship the `workers` package (the worker never imports `app`)."""
     return {"py_modules": [str(WORKERS_DIR)], "excludes": list(SHIPPED_EXCLUDES)}
+
+
+def alive_node_totals(address: str, headers: dict[str, str]) -> list[dict[str, float]]:
+    """Total resources of each alive node, from the dashboard's state API (HTTP, no `ray.init`); raises
+    httpx.HTTPStatusError on a refusal (401/403 under token authentication)."""
+    r = httpx.get(f"{address.rstrip('/')}/api/v0/nodes", params={"detail": "true", "limit": 10000},
+                  headers=headers, timeout=10)
+    r.raise_for_status()
+    nodes = r.json()["data"]["result"]["result"]
+    return [dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"]

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from app.core.ray_cluster import bearer_headers, shipped_code, worker_env
+from app.core.ray_cluster import alive_node_totals, bearer_headers, shipped_code, worker_env
 from app.jobs.executor import ExitInfo
 from app.jobs.sizing import default_request
 from workers.contract.jobs import JobSpec
@@ -194,13 +194,12 @@ class RayExecutor:
         now = time.monotonic()
         if self._nodes is not None and now - self._nodes[0] < NODES_TTL_S:
             return self._nodes[1]
-        r = httpx.get(f"{self.address}/api/v0/nodes", params={"detail": "true", "limit": 10000},
-                      headers=self._headers, timeout=10)
-        if r.status_code in (401, 403):
-            raise _refused(self.address, self._token, r.status_code)
-        r.raise_for_status()
-        nodes = r.json()["data"]["result"]["result"]
-        alive = [dict(n.get("resources_total") or {}) for n in nodes if n.get("state") == "ALIVE"]
+        try:
+            alive = alive_node_totals(self.address, self._headers)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 403):
+                raise _refused(self.address, self._token, exc.response.status_code) from exc
+            raise
         self._nodes = (now, alive)
         return alive
 

@@ -39,10 +39,11 @@ def _details() -> dict[str, Any]:
 
 
 def _ray_settings(real_rms: RealRMs, where: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    return settings_from(real_rms.captured, where, executor="ray", ray_address=RAY_ADDRESS, ray_token=RAY_TOKEN,
-                         serve_url=SERVE_URL, serve_num_cpus=0.25, **overrides)
     # A quarter CPU a session: CI's nodes have one CPU each, and opening a view warms its three RMs' sessions
     # (at one CPU each, the third could never be scheduled beside the others). Ray gives it one torch thread.
+    options: dict[str, object] = {"serve_num_cpus": 0.25, **overrides}
+    return settings_from(real_rms.captured, where, executor="ray", ray_address=RAY_ADDRESS, ray_token=RAY_TOKEN,
+                         serve_url=SERVE_URL, **options)
 
 
 def _live_children() -> list[psutil.Process]:
@@ -213,3 +214,15 @@ def test_an_idle_replica_is_scaled_to_zero_and_the_next_toggle_wakes_it(real_rms
         for o, v in woken["exact"]["answer"]["objectives"].items():
             assert v["delta"] == pytest.approx(expected["objectives"][o]["delta"], rel=1e-6, abs=1e-6)
         _same_answer(first.json(), expected)
+
+
+def test_a_session_no_node_can_hold_is_refused_naming_the_resource(real_rms: RealRMs, tmp_path: Path) -> None:
+    """Serve would keep such a replica pending forever; the toggle is answered at once with a 503 (the server's
+    settings, not the request, are at fault) naming CPU and its setting, and nothing is deployed."""
+    before = set(_details().get("applications") or {})
+    settings = _ray_settings(real_rms, tmp_path / "huge", serve_num_cpus=64)
+    with app_client(create_app(settings)) as client:
+        r = client.get(f"/api/live/{real_rms.checkpoints['mixed']}/toggle", params=QUERY)
+    assert r.status_code == 503, r.text
+    assert "CPU 64" in r.text and "RuntimeError" not in r.text and "TENSION_SERVE_NUM_CPUS" in r.text
+    assert set(_details().get("applications") or {}) == before
