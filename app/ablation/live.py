@@ -67,11 +67,55 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-class LiveWorker:
+class SessionStart:
+    """A live session's start-up and its streams in flight, as pools and runs see them whatever carries the
+    session (a local process, `LiveWorker`; a Serve replica, `app.ablation.serve_pool.ServeSession`). The
+    subclass sets these attributes and `_ready` once the session is ready or could not start."""
+
+    noun: str  # how messages name the session
+    start_timeout: float
+    spawned_at: float
+    ready_at: float | None
+    info: LiveReady | None
+    start_error: str | None
+    _ready: threading.Event
+    _streams: set[str]  # ids of streamed toggles in flight
+    _streams_lock: threading.Lock
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.info is not None
+
+    def wait_ready(self, timeout: float | None = None) -> LiveReady:
+        """The session's `LiveReady`, waiting for its set-up (model load, prefix states) if needed."""
+        if not self._ready.wait(self.start_timeout if timeout is None else timeout):
+            raise Unavailable(f"{self.noun} is still starting")
+        if self.info is None:
+            raise Invalid(f"{self.noun} could not start: {self.start_error}")
+        return self.info
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no streamed toggle is in flight on this session (or `timeout`); whether it is idle."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._streams_lock:
+                if not self._streams:
+                    return True
+            time.sleep(0.1)
+        return False
+
+    @property
+    def startup_s(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.spawned_at
+
+
+class LiveWorker(SessionStart):
     """One `python -m workers.live` process speaking the typed protocol of `workers.contract.live`.
 
     Construction only spawns the process; `wait_ready()` waits for its session. Estimates may be answered
     before that (from a cached estimator table)."""
+
+    noun = "live ablation worker"
 
     def __init__(self, config: LiveSessionConfig, python: str | None = None, start_timeout: float = 300.0) -> None:
         root = Path(__file__).resolve().parents[2]
@@ -89,7 +133,7 @@ class LiveWorker:
         self._write_lock = threading.Lock()
         self._waiters: dict[str, queue.Queue[WorkerMessage | None]] = {}
         self._streams: set[str] = set()  # ids of streamed toggles in flight
-        self._waiters_lock = threading.Lock()
+        self._waiters_lock = self._streams_lock = threading.Lock()
         self.send(config)
         threading.Thread(target=self._read, daemon=True, name=f"live-reader-{self.proc.pid}").start()
 
@@ -159,32 +203,6 @@ class LiveWorker:
         return msg
 
     # -- state
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set() and self.info is not None
-
-    def wait_ready(self, timeout: float | None = None) -> LiveReady:
-        """The session's `LiveReady`, waiting for its set-up (model load, prefix states) if needed."""
-        if not self._ready.wait(self.start_timeout if timeout is None else timeout):
-            raise Unavailable("live ablation worker is still starting")
-        if self.info is None:
-            raise Invalid(f"live ablation worker could not start: {self.start_error}")
-        return self.info
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Until no streamed toggle is in flight on this worker (or `timeout`); whether it is idle."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._waiters_lock:
-                if not self._streams:
-                    return True
-            time.sleep(0.1)
-        return False
-
-    @property
-    def startup_s(self) -> float | None:
-        return None if self.ready_at is None else self.ready_at - self.spawned_at
-
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None and self.start_error is None

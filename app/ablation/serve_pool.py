@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from app.ablation.live import LiveTimedAnswer, _parse, new_request_id
+from app.ablation.live import LiveTimedAnswer, SessionStart, _parse, new_request_id
 from app.core.errors import BadGateway, Invalid, Unavailable
 from app.core.ray_cluster import alive_node_totals, bearer_headers, shipped_code, worker_env
 from workers.contract.live import (
@@ -212,11 +212,13 @@ def app_config(*, name: str, config: LiveSessionConfig, py_modules: list[str] | 
                                                     "look_back_period_s": min(30.0, idle_s)}}]}
 
 
-class ServeSession:
+class ServeSession(SessionStart):
     """One live session as a Serve application; the interface of `app.ablation.live.LiveWorker`.
 
     Construction deploys in the background and returns; `wait_ready()` waits for the replica's `LiveReady`.
     Estimates may be answered before that (from a cached estimator table), once the route is up."""
+
+    noun = "the live session's Serve replica"
 
     def __init__(self, admin: ServeAdmin, name: str, config: LiveSessionConfig, *, num_cpus: float,
                  gpu_fraction: float, idle_s: float, start_timeout: float = 600.0) -> None:
@@ -232,7 +234,7 @@ class ServeSession:
         self._rss_mb = 0.0
         self._ready = threading.Event()
         self._routable = threading.Event()  # the proxy routes to the application (its replica may be loading)
-        self._lock = threading.Lock()
+        self._lock = self._streams_lock = threading.Lock()
         self._streams: set[str] = set()
         self._cancelled: set[str] = set()  # streams cancelled here, maybe before their request reached Serve
         self._last_used = time.monotonic()
@@ -341,30 +343,6 @@ class ServeSession:
         threading.Thread(target=self._start, args=(n is None,), daemon=True, name=f"serve-{self.name}").start()
 
     # -- state
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set() and self.info is not None
-
-    def wait_ready(self, timeout: float | None = None) -> LiveReady:
-        if not self._ready.wait(self.start_timeout if timeout is None else timeout):
-            raise Unavailable("the live session's Serve replica is still starting")
-        if self.info is None:
-            raise Invalid(f"the live session's Serve replica could not start: {self.start_error}")
-        return self.info
-
-    def wait_idle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._streams:
-                    return True
-            time.sleep(0.1)
-        return False
-
-    @property
-    def startup_s(self) -> float | None:
-        return None if self.ready_at is None else self.ready_at - self.spawned_at
-
     @property
     def alive(self) -> bool:
         return self.start_error is None and not self._closed
